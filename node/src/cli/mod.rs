@@ -1,0 +1,82 @@
+//! The `atlas` command line.
+
+mod key;
+mod local;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Atlas: a decentralized storage network for video.
+///
+/// Creators pin videos; independent providers hold erasure-coded slots of them and prove every epoch
+/// that they still do. The local commands (`encode`, `decode`, `verify`) work on a directory without
+/// any network.
+#[derive(Debug, Parser)]
+#[command(name = "atlas", version, propagate_version = true)]
+pub struct Cli {
+    /// Directory for this node's key, config and data [env: ATLAS_HOME, default: ~/.atlas]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Print one JSON document on stdout instead of text (for commands that report state).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// No progress lines on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage this node's ed25519 key.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Erasure-code a file into a directory of slot files and a signed manifest (no network).
+    Encode(local::EncodeArgs),
+    /// Rebuild the original file from an encoded directory, with up to m slots missing or corrupted.
+    Decode(local::DecodeArgs),
+    /// Check every slot of an encoded directory and name the bad ones.
+    Verify(local::VerifyArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let ctx = Context {
+        home: cli.home,
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Key(cmd) => key::run(&ctx, cmd),
+        Command::Encode(args) => local::encode(&ctx, args),
+        Command::Decode(args) => local::decode(&ctx, args),
+        Command::Verify(args) => local::verify(&ctx, args),
+    }
+}
+
+/// Options every command sees.
+#[derive(Debug)]
+pub struct Context {
+    pub home: Option<PathBuf>,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Context {
+    pub fn home(&self) -> Result<crate::home::Home> {
+        crate::home::Home::resolve(self.home.clone())
+    }
+
+    /// Prints a JSON value as one document on stdout.
+    pub fn print_json(&self, value: &serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("a JSON value always serializes")
+        );
+    }
+}

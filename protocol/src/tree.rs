@@ -1,0 +1,620 @@
+//! The BLAKE3 tree of a slot, and proofs of inclusion in it.
+//!
+//! A slot's root is the plain BLAKE3 hash of its bytes. BLAKE3 hashes 1 KiB chunks and merges their
+//! chaining values (CVs) in a left-complete binary tree. Atlas slots are always a multiple of 64 KiB, so
+//! every 1 KiB chunk, every 16 KiB *group* and every shard is a whole subtree: it is verified with its
+//! sibling CVs alone.
+//!
+//! Nodes are named by `(level, index)`: level 0 holds one node per chunk, level `l + 1` merges pairs of
+//! level `l` left to right, and a last node without a partner is carried up unchanged. This pairwise
+//! construction yields exactly BLAKE3's tree (the left subtree always holds the largest power of two
+//! chunks below the total), which the tests check against `blake3::hash`.
+//!
+//! The *outboard* is every node from the group level (level 4) up to the two children of the root, level
+//! after level. It costs 32 B per 16 KiB group (about 0.4% of the slot with the upper levels) and lets
+//! a provider answer a chunk challenge by reading one 16 KiB group and a few CVs, never the whole slot.
+
+use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
+use serde::{Deserialize, Serialize};
+
+/// A 32-byte BLAKE3 chaining value of a non-root subtree.
+pub type Cv = [u8; 32];
+
+/// Bytes in a BLAKE3 chunk, the leaf of a storage proof.
+pub const CHUNK_LEN: u64 = blake3::CHUNK_LEN as u64;
+/// Log2 of the chunks in an outboard group.
+pub const GROUP_LOG: u32 = 4;
+/// Bytes in an outboard group (16 KiB).
+pub const GROUP_LEN: u64 = CHUNK_LEN << GROUP_LOG;
+/// The smallest slot: one 64 KiB shard.
+pub const MIN_SLOT_LEN: u64 = 64 * 1024;
+
+/// Why a proof or a slot geometry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("slot length {0} is not a positive multiple of 64 KiB")]
+    BadSlotLength(u64),
+    #[error("node {index} is outside level {level} of this slot's tree")]
+    OutOfRange { level: u32, index: u64 },
+    #[error("proof has {got} sibling values, the path needs {want}")]
+    WrongSiblingCount { got: usize, want: usize },
+    #[error("chunk is {0} bytes, a proof chunk is 1024")]
+    BadChunkLength(usize),
+    #[error("proof does not lead to the slot root")]
+    RootMismatch,
+    #[error("outboard is {got} bytes, this slot's outboard is {want}")]
+    BadOutboardLength { got: u64, want: u64 },
+}
+
+/// The shape of the tree over a slot of a given length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeShape {
+    slot_len: u64,
+    chunks: u64,
+    height: u32,
+}
+
+impl TreeShape {
+    /// The tree of a slot of `slot_len` bytes (a positive multiple of 64 KiB).
+    pub fn new(slot_len: u64) -> Result<Self, TreeError> {
+        if slot_len == 0 || !slot_len.is_multiple_of(MIN_SLOT_LEN) {
+            return Err(TreeError::BadSlotLength(slot_len));
+        }
+        let chunks = slot_len / CHUNK_LEN;
+        let height = u64::BITS - (chunks - 1).leading_zeros();
+        Ok(Self {
+            slot_len,
+            chunks,
+            height,
+        })
+    }
+
+    pub fn slot_len(&self) -> u64 {
+        self.slot_len
+    }
+
+    /// Number of 1 KiB chunks (level-0 nodes).
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
+    /// The level of the root. Level `height - 1` always has exactly two nodes.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Number of nodes at `level`.
+    pub fn width(&self, level: u32) -> u64 {
+        if level >= 64 {
+            return 1;
+        }
+        let span = 1u64 << level;
+        self.chunks.div_ceil(span)
+    }
+
+    /// Number of outboard groups (nodes at [`GROUP_LOG`]).
+    pub fn groups(&self) -> u64 {
+        self.width(GROUP_LOG)
+    }
+
+    /// Byte offset of node `(level, index)` in the outboard (levels `GROUP_LOG..height`).
+    pub fn outboard_offset(&self, level: u32, index: u64) -> Result<u64, TreeError> {
+        if level < GROUP_LOG || level >= self.height || index >= self.width(level) {
+            return Err(TreeError::OutOfRange { level, index });
+        }
+        let before: u64 = (GROUP_LOG..level).map(|l| self.width(l)).sum();
+        Ok((before + index) * 32)
+    }
+
+    /// Total outboard bytes for this slot.
+    pub fn outboard_len(&self) -> u64 {
+        (GROUP_LOG..self.height).map(|l| self.width(l)).sum::<u64>() * 32
+    }
+
+    /// The sibling nodes, bottom up, on the path from `(level, index)` to the root.
+    pub fn sibling_nodes(&self, level: u32, index: u64) -> Result<Vec<(u32, u64)>, TreeError> {
+        if level >= self.height || index >= self.width(level) {
+            return Err(TreeError::OutOfRange { level, index });
+        }
+        let mut out = Vec::with_capacity((self.height - level) as usize);
+        let (mut l, mut i) = (level, index);
+        while l < self.height {
+            if (i ^ 1) < self.width(l) {
+                out.push((l, i ^ 1));
+            }
+            l += 1;
+            i >>= 1;
+        }
+        Ok(out)
+    }
+
+    /// Folds the CV of node `(level, index)` with its siblings up to the root hash.
+    pub fn fold_to_root(
+        &self,
+        level: u32,
+        index: u64,
+        cv: Cv,
+        siblings: &[Cv],
+    ) -> Result<blake3::Hash, TreeError> {
+        let want = self.sibling_nodes(level, index)?.len();
+        if siblings.len() != want {
+            return Err(TreeError::WrongSiblingCount {
+                got: siblings.len(),
+                want,
+            });
+        }
+        let mut siblings = siblings.iter();
+        let (mut l, mut i, mut cv) = (level, index, cv);
+        loop {
+            if (i ^ 1) < self.width(l) {
+                let sibling = siblings.next().expect("sibling count checked above");
+                let (left, right) = if i & 1 == 0 {
+                    (&cv, sibling)
+                } else {
+                    (sibling, &cv)
+                };
+                if l + 1 == self.height {
+                    return Ok(merge_subtrees_root(left, right, Mode::Hash));
+                }
+                cv = merge_subtrees_non_root(left, right, Mode::Hash);
+            }
+            l += 1;
+            i >>= 1;
+        }
+    }
+}
+
+/// CV of the subtree of `bytes` that starts at byte `offset` of the slot. `bytes` must be a whole,
+/// aligned, non-root subtree (a chunk, a group or a shard of a multi-shard slot).
+pub fn subtree_cv(offset: u64, bytes: &[u8]) -> Cv {
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(offset);
+    hasher.update(bytes);
+    hasher.finalize_non_root()
+}
+
+/// Appends the group CVs of `bytes` (a multiple of 16 KiB) that start at byte `offset` of the slot.
+pub fn group_cvs(offset: u64, bytes: &[u8], out: &mut Vec<Cv>) {
+    debug_assert_eq!(offset % GROUP_LEN, 0);
+    debug_assert_eq!(bytes.len() as u64 % GROUP_LEN, 0);
+    for (i, group) in bytes.chunks(GROUP_LEN as usize).enumerate() {
+        out.push(subtree_cv(offset + i as u64 * GROUP_LEN, group));
+    }
+}
+
+/// Merges one level into the next: pairs left to right, a last odd node carried up. Not for the
+/// root level (use [`root_of_top`] on the final two nodes).
+pub fn next_level(level: &[Cv]) -> Vec<Cv> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [left, right] => merge_subtrees_non_root(left, right, Mode::Hash),
+            [single] => *single,
+            _ => unreachable!("chunks(2) yields one or two items"),
+        })
+        .collect()
+}
+
+/// The root hash from the two nodes of level `height - 1`.
+pub fn root_of_top(top: &[Cv; 2]) -> blake3::Hash {
+    merge_subtrees_root(&top[0], &top[1], Mode::Hash)
+}
+
+/// Streams nodes of one level, left to right, into the root hash with `O(log n)` memory: the same
+/// lazy merging BLAKE3's own hasher does, so the last merge is the root one.
+#[derive(Debug, Clone, Default)]
+pub struct CvStack {
+    stack: Vec<Cv>,
+    pushed: u64,
+}
+
+impl CvStack {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the next node of the level.
+    pub fn push(&mut self, cv: Cv) {
+        // Merge the completed subtrees of everything pushed so far, but never the last pair: whether
+        // that merge is the root depends on what comes next.
+        while self.stack.len() > self.pushed.count_ones() as usize {
+            let right = self.stack.pop().expect("len > popcount >= 0");
+            let left = self.stack.pop().expect("len > popcount >= 1 after pop");
+            self.stack
+                .push(merge_subtrees_non_root(&left, &right, Mode::Hash));
+        }
+        self.stack.push(cv);
+        self.pushed += 1;
+    }
+
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// The root, if at least two nodes were pushed (a single node is not a root CV).
+    pub fn finish(mut self) -> Option<blake3::Hash> {
+        if self.pushed < 2 {
+            return None;
+        }
+        let mut right = self.stack.pop().expect("two or more pushed");
+        while self.stack.len() > 1 {
+            let left = self.stack.pop().expect("len > 1");
+            right = merge_subtrees_non_root(&left, &right, Mode::Hash);
+        }
+        let left = self.stack.pop().expect("one left");
+        Some(merge_subtrees_root(&left, &right, Mode::Hash))
+    }
+}
+
+/// A whole outboard in memory: levels `GROUP_LOG..height`, bottom up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outboard {
+    shape: TreeShape,
+    levels: Vec<Vec<Cv>>,
+}
+
+impl Outboard {
+    /// Builds the upper levels from the group CVs of a slot.
+    pub fn from_groups(shape: TreeShape, groups: Vec<Cv>) -> Result<Self, TreeError> {
+        if groups.len() as u64 != shape.groups() {
+            return Err(TreeError::BadOutboardLength {
+                got: groups.len() as u64 * 32,
+                want: shape.groups() * 32,
+            });
+        }
+        let mut levels = vec![groups];
+        while (levels.len() as u32 + GROUP_LOG) < shape.height() {
+            let next = next_level(levels.last().expect("levels start non-empty"));
+            levels.push(next);
+        }
+        Ok(Self { shape, levels })
+    }
+
+    /// Hashes a whole slot into its outboard.
+    pub fn from_slot(slot: &[u8]) -> Result<Self, TreeError> {
+        let shape = TreeShape::new(slot.len() as u64)?;
+        let mut groups = Vec::with_capacity(shape.groups() as usize);
+        group_cvs(0, slot, &mut groups);
+        Self::from_groups(shape, groups)
+    }
+
+    /// Parses the serialized form (see [`Outboard::to_bytes`]).
+    pub fn from_bytes(shape: TreeShape, bytes: &[u8]) -> Result<Self, TreeError> {
+        if bytes.len() as u64 != shape.outboard_len() {
+            return Err(TreeError::BadOutboardLength {
+                got: bytes.len() as u64,
+                want: shape.outboard_len(),
+            });
+        }
+        let mut cvs = bytes.chunks_exact(32).map(|c| {
+            let mut cv = [0u8; 32];
+            cv.copy_from_slice(c);
+            cv
+        });
+        let levels = (GROUP_LOG..shape.height())
+            .map(|l| cvs.by_ref().take(shape.width(l) as usize).collect())
+            .collect();
+        Ok(Self { shape, levels })
+    }
+
+    /// Level after level, 32 bytes a node.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.levels.iter().flatten().flatten().copied().collect()
+    }
+
+    pub fn shape(&self) -> TreeShape {
+        self.shape
+    }
+
+    /// The slot root these CVs lead to.
+    pub fn root(&self) -> blake3::Hash {
+        let top = self.levels.last().expect("outboard has at least one level");
+        root_of_top(&[top[0], top[1]])
+    }
+
+    /// The CV of node `(level, index)`, `level >= GROUP_LOG`.
+    pub fn node(&self, level: u32, index: u64) -> Result<Cv, TreeError> {
+        level
+            .checked_sub(GROUP_LOG)
+            .and_then(|l| self.levels.get(l as usize))
+            .and_then(|lvl| lvl.get(index as usize))
+            .copied()
+            .ok_or(TreeError::OutOfRange { level, index })
+    }
+
+    /// Sibling CVs from `(level, index)` to the root, `level >= GROUP_LOG`.
+    pub fn siblings(&self, level: u32, index: u64) -> Result<Vec<Cv>, TreeError> {
+        self.shape
+            .sibling_nodes(level, index)?
+            .into_iter()
+            .map(|(l, i)| self.node(l, i))
+            .collect()
+    }
+}
+
+/// Proof that one 1 KiB chunk belongs to a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkProof {
+    pub index: u64,
+    #[serde(with = "serde_bytes_vec")]
+    pub chunk: Vec<u8>,
+    pub siblings: Vec<Cv>,
+}
+
+impl ChunkProof {
+    /// Builds the proof of chunk `index` from its 16 KiB group's bytes and the siblings above the
+    /// group (read from an outboard with [`TreeShape::sibling_nodes`] at [`GROUP_LOG`]).
+    pub fn build(
+        shape: &TreeShape,
+        index: u64,
+        group: &[u8],
+        upper_siblings: Vec<Cv>,
+    ) -> Result<Self, TreeError> {
+        if index >= shape.chunks() {
+            return Err(TreeError::OutOfRange { level: 0, index });
+        }
+        if group.len() as u64 != GROUP_LEN {
+            return Err(TreeError::BadChunkLength(group.len()));
+        }
+        let group_index = index >> GROUP_LOG;
+        let base = group_index << GROUP_LOG;
+        let mut level: Vec<Cv> = group
+            .chunks(CHUNK_LEN as usize)
+            .enumerate()
+            .map(|(i, c)| subtree_cv((base + i as u64) * CHUNK_LEN, c))
+            .collect();
+        let mut siblings = Vec::with_capacity(GROUP_LOG as usize + upper_siblings.len());
+        let mut local = (index - base) as usize;
+        for _ in 0..GROUP_LOG {
+            siblings.push(level[local ^ 1]);
+            level = next_level(&level);
+            local >>= 1;
+        }
+        siblings.extend(upper_siblings);
+        let start = (index * CHUNK_LEN - base * CHUNK_LEN) as usize;
+        Ok(Self {
+            index,
+            chunk: group[start..start + CHUNK_LEN as usize].to_vec(),
+            siblings,
+        })
+    }
+
+    /// Checks the chunk against the slot root.
+    pub fn verify(&self, shape: &TreeShape, root: &blake3::Hash) -> Result<(), TreeError> {
+        if self.chunk.len() as u64 != CHUNK_LEN {
+            return Err(TreeError::BadChunkLength(self.chunk.len()));
+        }
+        let cv = subtree_cv(self.index * CHUNK_LEN, &self.chunk);
+        let got = shape.fold_to_root(0, self.index, cv, &self.siblings)?;
+        if &got == root {
+            Ok(())
+        } else {
+            Err(TreeError::RootMismatch)
+        }
+    }
+
+    /// Serialized size on the wire.
+    pub fn wire_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
+}
+
+/// Checks a whole shard (shard `index` of size `shard_size`, a power of two) against the slot root
+/// with its sibling CVs.
+pub fn verify_shard(
+    shape: &TreeShape,
+    root: &blake3::Hash,
+    shard_size: u64,
+    index: u64,
+    bytes: &[u8],
+    siblings: &[Cv],
+) -> Result<(), TreeError> {
+    let level = shard_level(shard_size);
+    if bytes.len() as u64 != shard_size || index >= shape.width(level) {
+        return Err(TreeError::OutOfRange { level, index });
+    }
+    let got = if level == shape.height() {
+        // A one-shard slot: the shard is the whole tree.
+        if !siblings.is_empty() {
+            return Err(TreeError::WrongSiblingCount {
+                got: siblings.len(),
+                want: 0,
+            });
+        }
+        blake3::hash(bytes)
+    } else {
+        let cv = subtree_cv(index * shard_size, bytes);
+        shape.fold_to_root(level, index, cv, siblings)?
+    };
+    if &got == root {
+        Ok(())
+    } else {
+        Err(TreeError::RootMismatch)
+    }
+}
+
+/// A shard checked against its slot root, with the group CVs its check computed (what a store needs
+/// for its outboard). Only [`VerifiedShard::verify`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedShard {
+    root: [u8; 32],
+    stripes: u64,
+    stripe: u64,
+    bytes: Vec<u8>,
+    groups: Vec<Cv>,
+}
+
+impl VerifiedShard {
+    /// Verifies shard `stripe` of a slot (`stripes` shards of `bytes.len()` bytes, a power of two)
+    /// against `root` with its sibling CVs, hashing every byte once.
+    pub fn verify(
+        root: &blake3::Hash,
+        stripes: u64,
+        stripe: u64,
+        bytes: Vec<u8>,
+        siblings: &[Cv],
+    ) -> Result<Self, TreeError> {
+        let shard_size = bytes.len() as u64;
+        if !shard_size.is_power_of_two() || shard_size < MIN_SLOT_LEN {
+            return Err(TreeError::BadSlotLength(shard_size));
+        }
+        let shape = TreeShape::new(stripes * shard_size)?;
+        let level = shard_level(shard_size);
+        if stripe >= shape.width(level) {
+            return Err(TreeError::OutOfRange {
+                level,
+                index: stripe,
+            });
+        }
+        let mut groups = Vec::with_capacity((shard_size / GROUP_LEN) as usize);
+        group_cvs(stripe * shard_size, &bytes, &mut groups);
+        let mut nodes = groups.clone();
+        while nodes.len() > 2 {
+            nodes = next_level(&nodes);
+        }
+        let got = if level == shape.height() {
+            if !siblings.is_empty() {
+                return Err(TreeError::WrongSiblingCount {
+                    got: siblings.len(),
+                    want: 0,
+                });
+            }
+            root_of_top(&[nodes[0], nodes[1]])
+        } else {
+            let cv = merge_subtrees_non_root(&nodes[0], &nodes[1], Mode::Hash);
+            shape.fold_to_root(level, stripe, cv, siblings)?
+        };
+        if &got != root {
+            return Err(TreeError::RootMismatch);
+        }
+        Ok(Self {
+            root: *root.as_bytes(),
+            stripes,
+            stripe,
+            bytes,
+            groups,
+        })
+    }
+
+    /// The slot root it was verified against.
+    pub fn root(&self) -> &[u8; 32] {
+        &self.root
+    }
+    /// Shards in the slot it was verified for.
+    pub fn stripes(&self) -> u64 {
+        self.stripes
+    }
+    pub fn stripe(&self) -> u64 {
+        self.stripe
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    /// The outboard group CVs of this shard, in order.
+    pub fn groups(&self) -> &[Cv] {
+        &self.groups
+    }
+}
+
+/// The tree level whose nodes are shards of `shard_size` bytes (a power of two >= 1 KiB).
+pub fn shard_level(shard_size: u64) -> u32 {
+    (shard_size / CHUNK_LEN).trailing_zeros()
+}
+
+mod serde_bytes_vec {
+    //! Serialize `Vec<u8>` as one byte string rather than a sequence of integers.
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 10) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn outboard_root_equals_plain_blake3_for_many_lengths() {
+        for n in [1u64, 2, 3, 5, 6, 7, 8, 9, 13, 16, 17, 31, 33] {
+            let data = slot((n * MIN_SLOT_LEN) as usize, n as u8);
+            let ob = Outboard::from_slot(&data).expect("valid length");
+            assert_eq!(ob.root(), blake3::hash(&data), "slot of {n} x 64 KiB");
+            assert_eq!(ob.to_bytes().len() as u64, ob.shape().outboard_len());
+            let back = Outboard::from_bytes(ob.shape(), &ob.to_bytes()).expect("round trip");
+            assert_eq!(back, ob);
+            let mut stack = CvStack::new();
+            for g in 0..ob.shape().groups() {
+                stack.push(ob.node(GROUP_LOG, g).expect("group exists"));
+            }
+            assert_eq!(stack.finish(), Some(blake3::hash(&data)));
+        }
+    }
+
+    #[test]
+    fn every_chunk_proof_verifies_in_an_odd_sized_slot() {
+        let data = slot(5 * MIN_SLOT_LEN as usize, 9);
+        let ob = Outboard::from_slot(&data).expect("valid length");
+        let root = blake3::hash(&data);
+        let shape = ob.shape();
+        for index in 0..shape.chunks() {
+            let g = index >> GROUP_LOG;
+            let group = &data[(g * GROUP_LEN) as usize..((g + 1) * GROUP_LEN) as usize];
+            let proof = ChunkProof::build(
+                &shape,
+                index,
+                group,
+                ob.siblings(GROUP_LOG, g).expect("in range"),
+            )
+            .expect("in range");
+            proof.verify(&shape, &root).expect("honest proof verifies");
+        }
+    }
+
+    #[test]
+    fn shard_proofs_verify_and_reject_other_shards() {
+        let shard = 64 * 1024u64;
+        let data = slot(6 * shard as usize, 3);
+        let ob = Outboard::from_slot(&data).expect("valid length");
+        let root = blake3::hash(&data);
+        let shape = ob.shape();
+        let level = shard_level(shard);
+        for s in 0..6u64 {
+            let bytes = &data[(s * shard) as usize..((s + 1) * shard) as usize];
+            let sib = ob.siblings(level, s).expect("in range");
+            verify_shard(&shape, &root, shard, s, bytes, &sib).expect("honest shard");
+            let v = VerifiedShard::verify(&root, 6, s, bytes.to_vec(), &sib).expect("honest shard");
+            assert_eq!(v.groups().len(), 4);
+            assert!(VerifiedShard::verify(&root, 6, (s + 1) % 6, bytes.to_vec(), &sib).is_err());
+            let other = (s + 1) % 6;
+            assert!(verify_shard(&shape, &root, shard, other, bytes, &sib).is_err());
+        }
+        let one = slot(shard as usize, 1);
+        let shape1 = TreeShape::new(shard).expect("valid");
+        verify_shard(&shape1, &blake3::hash(&one), shard, 0, &one, &[]).expect("one-shard slot");
+        VerifiedShard::verify(&blake3::hash(&one), 1, 0, one.clone(), &[]).expect("one-shard slot");
+    }
+}

@@ -1,0 +1,47 @@
+# Shared setup for Atlas's scripts: sourced, not run.
+# Installs what a fresh machine lacks and points cargo at a target folder outside the clone, so
+# repeated runs (and fresh clones on the same machine) reuse RocksDB's C++ build.
+
+set -euo pipefail
+
+ATLAS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/atlas/target}"
+export ATLAS_BIN="$CARGO_TARGET_DIR/release/atlas"
+mkdir -p "$CARGO_TARGET_DIR"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# RocksDB's bindings are generated with libclang; its C++ needs a compiler.
+atlas_install_deps() {
+  local missing=()
+  if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libclang[.-]'; then
+    missing+=(libclang-dev)
+  fi
+  command -v c++ >/dev/null 2>&1 || missing+=(g++)
+  command -v cc >/dev/null 2>&1 || missing+=(gcc)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing ${missing[*]} (needed to build RocksDB)"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+      if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+        echo "error: ${missing[*]} missing and not root; install them (apt-get install ${missing[*]}) and rerun" >&2
+        exit 1
+      fi
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install a stable Rust toolchain (https://rustup.rs) and rerun" >&2
+    exit 1
+  fi
+}
+
+# Builds the atlas binary (release: the same profile tests and benchmarks use, so RocksDB is
+# compiled once per target folder).
+atlas_build() {
+  if [ ! -d "$CARGO_TARGET_DIR/release/build" ]; then
+    say "first build: compiling RocksDB from source takes 10-25 minutes on 2 cores"
+  fi
+  (cd "$ATLAS_ROOT" && cargo build --release --locked -p atlas-node --bin atlas)
+}

@@ -1,0 +1,291 @@
+//! The slot store: where a provider keeps the slots it holds.
+//!
+//! A slot is created with its expected root and geometry, which reserves its full length against the
+//! store's capacity. Shards arrive one by one, already verified against the root
+//! ([`VerifiedShard`]); a shard is durable once `put_shard` returns. When the last shard lands the
+//! store completes the slot's outboard, and from then on it answers storage challenges by reading a
+//! 16 KiB group per sampled chunk plus a few CVs, never the whole slot.
+
+use atlas_protocol::challenge::{Challenge, StorageProof};
+use atlas_protocol::tree::{Cv, TreeError, TreeShape, VerifiedShard};
+use atlas_protocol::ObjectId;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// One slot of one object.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SlotKey {
+    pub object: ObjectId,
+    pub slot: u16,
+}
+
+impl SlotKey {
+    pub fn new(object: ObjectId, slot: u16) -> Self {
+        Self { object, slot }
+    }
+
+    /// Fixed-width big-endian database key: object id then slot index.
+    pub fn to_db_key(&self) -> [u8; 34] {
+        let mut k = [0u8; 34];
+        k[..32].copy_from_slice(self.object.as_bytes());
+        k[32..].copy_from_slice(&self.slot.to_be_bytes());
+        k
+    }
+
+    pub fn from_db_key(bytes: &[u8]) -> Option<Self> {
+        let object: [u8; 32] = bytes.get(..32)?.try_into().ok()?;
+        let slot: [u8; 2] = bytes.get(32..34)?.try_into().ok()?;
+        Some(Self::new(ObjectId(object), u16::from_be_bytes(slot)))
+    }
+}
+
+impl fmt::Display for SlotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.object.short(), self.slot)
+    }
+}
+
+impl fmt::Debug for SlotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SlotKey({self})")
+    }
+}
+
+/// What a slot must hold: its root and its geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotSpec {
+    pub root: [u8; 32],
+    pub shard_size: u64,
+    pub stripes: u64,
+}
+
+impl SlotSpec {
+    pub fn len(&self) -> u64 {
+        self.shard_size * self.stripes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn root(&self) -> blake3::Hash {
+        blake3::Hash::from_bytes(self.root)
+    }
+
+    pub fn shape(&self) -> Result<TreeShape, TreeError> {
+        TreeShape::new(self.len())
+    }
+
+    pub(crate) fn check(&self) -> Result<TreeShape, StoreError> {
+        if !self.shard_size.is_power_of_two() || self.shard_size < 64 * 1024 || self.stripes == 0 {
+            return Err(StoreError::Tree(TreeError::BadSlotLength(self.len())));
+        }
+        Ok(self.shape()?)
+    }
+}
+
+/// A slot's state in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    pub spec: SlotSpec,
+    /// Shards stored so far.
+    pub present: u64,
+}
+
+impl SlotInfo {
+    pub fn complete(&self) -> bool {
+        self.present == self.spec.stripes
+    }
+}
+
+/// Space accounting, in bytes of slot data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// The most the store may hold.
+    pub capacity: u64,
+    /// Full lengths of every slot created (what new slots are checked against).
+    pub reserved: u64,
+    /// Bytes of shards actually stored.
+    pub stored: u64,
+}
+
+impl Usage {
+    pub fn free(&self) -> u64 {
+        self.capacity.saturating_sub(self.reserved)
+    }
+}
+
+/// What `put_shard` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored; more shards are still missing.
+    Stored,
+    /// Stored, and it was the last one: the slot is complete and provable.
+    Completed,
+    /// That shard was already stored; nothing changed.
+    AlreadyStored,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "not enough space for slot {key}: it needs {need} bytes, {free} of {capacity} are free"
+    )]
+    CapacityExceeded {
+        key: SlotKey,
+        need: u64,
+        free: u64,
+        capacity: u64,
+    },
+    #[error("slot {0} is not in this store")]
+    UnknownSlot(SlotKey),
+    #[error("slot {0} already exists with a different root or geometry")]
+    Conflict(SlotKey),
+    #[error("shard is {got} bytes, slot {key} has {want}-byte shards")]
+    ShardSize { key: SlotKey, got: u64, want: u64 },
+    #[error("shard was verified for another slot than {0}")]
+    WrongSlot(SlotKey),
+    #[error("slot {key}: bytes {offset}..{end} include shards not stored yet")]
+    NotStored { key: SlotKey, offset: u64, end: u64 },
+    #[error("slot {key} is not complete: {present} of {stripes} shards stored")]
+    Incomplete {
+        key: SlotKey,
+        present: u64,
+        stripes: u64,
+    },
+    #[error("bytes {offset}..{end} are outside slot {key} of {len} bytes")]
+    OutOfRange {
+        key: SlotKey,
+        offset: u64,
+        end: u64,
+        len: u64,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("database: {0}")]
+    Db(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+}
+
+/// A provider's slot store. Every method is synchronous and may block on disk: async callers run it
+/// on a blocking thread.
+pub trait SlotStore: Send + Sync {
+    /// Creates an empty slot, reserving its full length. Creating the same slot with the same spec
+    /// again is a no-op; with another spec it is a [`StoreError::Conflict`].
+    fn create_slot(&self, key: SlotKey, spec: SlotSpec) -> Result<(), StoreError>;
+
+    /// Stores one verified shard; durable when this returns `Ok`.
+    fn put_shard(&self, key: SlotKey, shard: &VerifiedShard) -> Result<PutOutcome, StoreError>;
+
+    /// The slot's state, if the store has it.
+    fn info(&self, key: SlotKey) -> Result<Option<SlotInfo>, StoreError>;
+
+    /// Every slot held, in key order.
+    fn list(&self) -> Result<Vec<(SlotKey, SlotInfo)>, StoreError>;
+
+    /// Reads `len` bytes of the slot from `offset`; every shard touched must be stored.
+    fn read(&self, key: SlotKey, offset: u64, len: u64) -> Result<Vec<u8>, StoreError>;
+
+    /// An outboard CV of a complete slot (`level >= GROUP_LOG`).
+    fn node(&self, key: SlotKey, level: u32, index: u64) -> Result<Cv, StoreError>;
+
+    /// Removes the slot and its bytes, releasing its reservation. `false` if it was not there.
+    fn delete_slot(&self, key: SlotKey) -> Result<bool, StoreError>;
+
+    /// Current space accounting.
+    fn usage(&self) -> Usage;
+
+    /// The sibling CVs that prove shard `stripe` of a complete slot.
+    fn shard_siblings(&self, key: SlotKey, stripe: u64) -> Result<Vec<Cv>, StoreError> {
+        let info = self.info(key)?.ok_or(StoreError::UnknownSlot(key))?;
+        let shape = info.spec.check()?;
+        let level = atlas_protocol::tree::shard_level(info.spec.shard_size);
+        if level == shape.height() {
+            return Ok(Vec::new());
+        }
+        shape
+            .sibling_nodes(level, stripe)?
+            .into_iter()
+            .map(|(l, i)| self.node(key, l, i))
+            .collect()
+    }
+
+    /// Answers a storage challenge for a complete slot.
+    fn prove(&self, key: SlotKey, challenge: &Challenge) -> Result<StorageProof, StoreError> {
+        let info = self.info(key)?.ok_or(StoreError::UnknownSlot(key))?;
+        if !info.complete() {
+            return Err(StoreError::Incomplete {
+                key,
+                present: info.present,
+                stripes: info.spec.stripes,
+            });
+        }
+        let shape = info.spec.check()?;
+        let group_len = atlas_protocol::tree::GROUP_LEN;
+        StorageProof::build(
+            challenge,
+            &shape,
+            |g| self.read(key, g * group_len, group_len),
+            |l, i| self.node(key, l, i),
+        )
+    }
+}
+
+/// Shared checks for `put_shard`.
+pub(crate) fn check_shard(
+    key: SlotKey,
+    spec: &SlotSpec,
+    shard: &VerifiedShard,
+) -> Result<(), StoreError> {
+    if shard.bytes().len() as u64 != spec.shard_size {
+        return Err(StoreError::ShardSize {
+            key,
+            got: shard.bytes().len() as u64,
+            want: spec.shard_size,
+        });
+    }
+    if shard.root() != &spec.root || shard.stripes() != spec.stripes {
+        return Err(StoreError::WrongSlot(key));
+    }
+    if shard.stripe() >= spec.stripes {
+        return Err(StoreError::OutOfRange {
+            key,
+            offset: shard.stripe() * spec.shard_size,
+            end: (shard.stripe() + 1) * spec.shard_size,
+            len: spec.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Shared range check for `read`.
+pub(crate) fn check_range(
+    key: SlotKey,
+    spec: &SlotSpec,
+    offset: u64,
+    len: u64,
+) -> Result<std::ops::Range<u64>, StoreError> {
+    let end = offset.saturating_add(len);
+    if end > spec.len() {
+        return Err(StoreError::OutOfRange {
+            key,
+            offset,
+            end,
+            len: spec.len(),
+        });
+    }
+    if len == 0 {
+        return Ok(0..0);
+    }
+    Ok(offset / spec.shard_size..(end - 1) / spec.shard_size + 1)
+}
