@@ -11,4 +11,16 @@ say "cargo clippy (release profile, -D warnings)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 
 say "cargo test (release profile)"
-cargo test --release --locked --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --locked --workspace 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary: cargo prints a summary per binary (doc tests last,
+# often with nothing in them), so sum them.
+passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"

@@ -131,20 +131,15 @@ impl SlotDirWriter {
             path: self.dir.clone(),
             source: io::Error::other(e),
         })?;
-        for j in 0..self.slots {
-            let ob = outboard_path(&self.dir, j);
-            let f = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&ob)
-                .map_err(io_err(&ob))?;
-            write_upper_levels(&f, &shape).map_err(io_err(&ob))?;
-            f.sync_all().map_err(io_err(&ob))?;
-            let data = data_path(&self.dir, j);
-            File::open(&data)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err(&data))?;
-        }
+        // Slots are finished in parallel: the fsyncs overlap on the device.
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..self.slots)
+                .map(|j| scope.spawn(move || self.finish_slot(j, &shape)))
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().expect("finishing a slot does not panic"))
+        })?;
         let path = self.dir.join(MANIFEST_FILE);
         let tmp = self.dir.join(format!("{MANIFEST_FILE}.tmp"));
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -155,6 +150,21 @@ impl SlotDirWriter {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))
+    }
+
+    fn finish_slot(&self, j: usize, shape: &TreeShape) -> Result<(), SlotDirError> {
+        let ob = outboard_path(&self.dir, j);
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&ob)
+            .map_err(io_err(&ob))?;
+        write_upper_levels(&f, shape).map_err(io_err(&ob))?;
+        f.sync_all().map_err(io_err(&ob))?;
+        let data = data_path(&self.dir, j);
+        File::open(&data)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&data))
     }
 
     /// Removes what this writer created (after a failure).
