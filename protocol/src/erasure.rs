@@ -335,6 +335,10 @@ pub trait ShardSource {
     /// Fills `buf` (one shard long) with shard `(stripe, slot)` and returns `true` only if those bytes
     /// were verified against the slot root. `false` means "not available": missing, unreachable or bad.
     fn read_verified(&mut self, stripe: u64, slot: usize, buf: &mut [u8]) -> io::Result<bool>;
+
+    /// Checks a data shard that was rebuilt from parity against its slot root. `false` means the
+    /// object's slots are not one consistent code (a creator signed mismatched parity).
+    fn check_rebuilt(&mut self, stripe: u64, slot: usize, bytes: &[u8]) -> io::Result<bool>;
 }
 
 /// Why decoding failed.
@@ -346,6 +350,8 @@ pub enum DecodeError {
         available: usize,
         needed: usize,
     },
+    #[error("stripe {stripe}: data shard {slot} rebuilt from parity does not match its slot root; the object's slots are not one consistent code")]
+    Inconsistent { stripe: u64, slot: usize },
     #[error("reading shards: {0}")]
     Source(#[source] io::Error),
     #[error("writing output: {0}")]
@@ -423,6 +429,15 @@ pub fn decode_range(
             rs.reconstruct_data(&mut shards)
                 .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
             stats.reconstructed_stripes += 1;
+            // Every byte leaves verified: rebuilt shards are checked like read ones.
+            for &j in wanted.iter().filter(|&&j| !present[j]) {
+                if !source
+                    .check_rebuilt(stripe, j, &buf[j * c..(j + 1) * c])
+                    .map_err(DecodeError::Source)?
+                {
+                    return Err(DecodeError::Inconsistent { stripe, slot: j });
+                }
+            }
         }
         for &j in &wanted {
             let r = layout.shard_file_range(stripe, j);

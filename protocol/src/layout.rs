@@ -15,6 +15,8 @@ pub const MIN_SHARD_SIZE: u64 = 64 * 1024;
 pub const MAX_SHARD_SIZE: u64 = 4 * 1024 * 1024;
 /// GF(2^8) allows at most 256 shards per stripe.
 pub const MAX_SHARDS: usize = 256;
+/// Largest object: 1 PiB. Keeps every offset and slot length far from `u64` overflow.
+pub const MAX_OBJECT_SIZE: u64 = 1 << 50;
 
 /// Why a layout was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum LayoutError {
     TooManyShards(usize),
     #[error("shard size {0} must be a power of two between 64KiB and 4MiB")]
     BadShardSize(u64),
+    #[error("{0} bytes is more than the 1 PiB an object may hold")]
+    TooLarge(u64),
     #[error("stripe count {got} does not fit a {size}-byte file (expected {want})")]
     StripeMismatch { got: u64, want: u64, size: u64 },
 }
@@ -64,6 +68,9 @@ impl Layout {
         if !shard_size.is_power_of_two() || !(MIN_SHARD_SIZE..=MAX_SHARD_SIZE).contains(&shard_size)
         {
             return Err(LayoutError::BadShardSize(shard_size));
+        }
+        if size > MAX_OBJECT_SIZE {
+            return Err(LayoutError::TooLarge(size));
         }
         Ok(Self {
             k,
@@ -172,5 +179,9 @@ mod tests {
         assert!(Layout::new(4, 2, 100_000, 1).is_err());
         assert!(Layout::new(4, 2, 32768, 1).is_err());
         assert!(Layout::new(4, 2, 8 << 20, 1).is_err());
+        assert_eq!(
+            Layout::new(1, 1, 65536, u64::MAX),
+            Err(LayoutError::TooLarge(u64::MAX))
+        );
     }
 }

@@ -384,6 +384,12 @@ impl ChunkProof {
         if self.chunk.len() as u64 != CHUNK_LEN {
             return Err(TreeError::BadChunkLength(self.chunk.len()));
         }
+        if self.index >= shape.chunks() {
+            return Err(TreeError::OutOfRange {
+                level: 0,
+                index: self.index,
+            });
+        }
         let cv = subtree_cv(self.index * CHUNK_LEN, &self.chunk);
         let got = shape.fold_to_root(0, self.index, cv, &self.siblings)?;
         if &got == root {
@@ -409,6 +415,9 @@ pub fn verify_shard(
     bytes: &[u8],
     siblings: &[Cv],
 ) -> Result<(), TreeError> {
+    if !shard_size.is_power_of_two() || shard_size < MIN_SLOT_LEN {
+        return Err(TreeError::BadSlotLength(shard_size));
+    }
     let level = shard_level(shard_size);
     if bytes.len() as u64 != shard_size || index >= shape.width(level) {
         return Err(TreeError::OutOfRange { level, index });
@@ -458,7 +467,10 @@ impl VerifiedShard {
         if !shard_size.is_power_of_two() || shard_size < MIN_SLOT_LEN {
             return Err(TreeError::BadSlotLength(shard_size));
         }
-        let shape = TreeShape::new(stripes * shard_size)?;
+        let slot_len = stripes
+            .checked_mul(shard_size)
+            .ok_or(TreeError::BadSlotLength(u64::MAX))?;
+        let shape = TreeShape::new(slot_len)?;
         let level = shard_level(shard_size);
         if stripe >= shape.width(level) {
             return Err(TreeError::OutOfRange {

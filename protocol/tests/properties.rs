@@ -80,6 +80,12 @@ impl<F: Fn(u64, usize) -> bool> ShardSource for Source<'_, F> {
         buf.copy_from_slice(&self.enc.slots[slot][at..at + c]);
         Ok(true)
     }
+
+    fn check_rebuilt(&mut self, stripe: u64, slot: usize, bytes: &[u8]) -> io::Result<bool> {
+        let c = self.enc.layout.shard_size() as usize;
+        let at = stripe as usize * c;
+        Ok(self.enc.slots[slot][at..at + c] == *bytes)
+    }
 }
 
 fn decode_all(enc: &Encoding, lost: impl Fn(u64, usize) -> bool) -> Result<Vec<u8>, DecodeError> {
@@ -193,7 +199,7 @@ fn intact_reads_touch_only_the_data_shards_they_need() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn any_size_round_trips_with_any_m_slots_lost(

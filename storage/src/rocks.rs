@@ -21,10 +21,11 @@ use crate::slot_store::{
 use atlas_protocol::tree::{Cv, VerifiedShard, GROUP_LEN, GROUP_LOG};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 const CF_SLOTS: &str = "slots";
 const CF_SHARDS: &str = "shards";
@@ -45,9 +46,14 @@ enum SlotRecord {
 pub struct RocksSlotStore {
     db: DB,
     slots_dir: PathBuf,
-    /// Serializes record updates and guards the in-memory usage totals. Held only for a read and
-    /// one batch write, never across file I/O on slot bytes.
+    /// Guards the in-memory usage totals and serializes the capacity check with the record write.
+    /// Held only for a record read and one batch write, never across I/O on slot bytes.
     usage: Mutex<Usage>,
+    /// One lock per slot, held for a whole create, put, seal or delete of that slot, so operations
+    /// on one slot never interleave while different slots proceed in parallel. Entries are kept
+    /// (a few dozen bytes per slot ever touched): removing one while another thread holds a clone
+    /// would let two threads lock different mutexes for the same slot.
+    slot_locks: Mutex<HashMap<SlotKey, Arc<Mutex<()>>>>,
 }
 
 fn db_err(e: rocksdb::Error) -> StoreError {
@@ -81,6 +87,7 @@ impl RocksSlotStore {
                 capacity,
                 ..Usage::default()
             }),
+            slot_locks: Mutex::new(HashMap::new()),
         };
         store.recover()?;
         Ok(store)
@@ -89,6 +96,15 @@ impl RocksSlotStore {
     fn lock(&self) -> MutexGuard<'_, Usage> {
         // Usage is plain numbers updated after a successful write: still consistent if poisoned.
         self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot_lock(&self, key: SlotKey) -> Arc<Mutex<()>> {
+        self.slot_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone()
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -193,7 +209,8 @@ impl RocksSlotStore {
         Ok(())
     }
 
-    /// Writes the outboard's upper levels from its group level, then marks the slot sealed.
+    /// Writes the outboard's upper levels from its group level, then marks the slot sealed. The
+    /// caller holds the slot's lock (or is `recover`, before anyone else can).
     fn seal(&self, key: SlotKey) -> Result<(), StoreError> {
         let (spec, present, _) = self.record(key)?.ok_or(StoreError::UnknownSlot(key))?;
         let shape = spec.check()?;
@@ -226,6 +243,8 @@ impl RocksSlotStore {
 impl SlotStore for RocksSlotStore {
     fn create_slot(&self, key: SlotKey, spec: SlotSpec) -> Result<(), StoreError> {
         let shape = spec.check()?;
+        let slot_lock = self.slot_lock(key);
+        let _slot = slot_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut usage = self.lock();
         if let Some((existing, _, _)) = self.record(key)? {
             return if existing == spec {
@@ -264,10 +283,16 @@ impl SlotStore for RocksSlotStore {
     }
 
     fn put_shard(&self, key: SlotKey, shard: &VerifiedShard) -> Result<PutOutcome, StoreError> {
-        let (spec, _, _) = self.record(key)?.ok_or(StoreError::UnknownSlot(key))?;
+        let slot_lock = self.slot_lock(key);
+        let _slot = slot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (spec, present, sealed) = self.record(key)?.ok_or(StoreError::UnknownSlot(key))?;
         check_shard(key, &spec, shard)?;
         let stripe = shard.stripe();
         if self.has_shard(key, stripe)? {
+            if present == spec.stripes && !sealed {
+                // The last put stored its shard but failed to seal: finish that now.
+                self.seal(key)?;
+            }
             return Ok(PutOutcome::AlreadyStored);
         }
         let shape = spec.check()?;
@@ -290,14 +315,9 @@ impl SlotStore for RocksSlotStore {
         data.sync_data().map_err(io_err(&data_path))?;
         outboard.sync_data().map_err(io_err(&ob_path))?;
 
-        let complete = {
+        let present = present + 1;
+        {
             let mut usage = self.lock();
-            // Re-read under the lock: another writer may have stored this shard or others meanwhile.
-            let (spec, present, sealed) = self.record(key)?.ok_or(StoreError::UnknownSlot(key))?;
-            if self.has_shard(key, stripe)? {
-                return Ok(PutOutcome::AlreadyStored);
-            }
-            let present = present + 1;
             let mut batch = WriteBatch::default();
             batch.put_cf(self.cf(CF_SHARDS), Self::shard_key(key, stripe), []);
             let rec = SlotRecord::V1 {
@@ -308,9 +328,8 @@ impl SlotStore for RocksSlotStore {
             Self::put_record(&mut batch, self.cf(CF_SLOTS), key, &rec);
             self.db.write_opt(batch, &Self::synced()).map_err(db_err)?;
             usage.stored += spec.shard_size;
-            present == spec.stripes
-        };
-        if complete {
+        }
+        if present == spec.stripes {
             self.seal(key)?;
             Ok(PutOutcome::Completed)
         } else {
@@ -377,6 +396,8 @@ impl SlotStore for RocksSlotStore {
     }
 
     fn delete_slot(&self, key: SlotKey) -> Result<bool, StoreError> {
+        let slot_lock = self.slot_lock(key);
+        let _slot = slot_lock.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut usage = self.lock();
             let Some((spec, present, _)) = self.record(key)? else {
@@ -395,6 +416,7 @@ impl SlotStore for RocksSlotStore {
             usage.stored -= present * spec.shard_size;
         }
         // The record is gone: a crash from here on leaves orphan files that the next open removes.
+        // Still under the slot's lock, so a create of the same slot cannot lose its new files.
         for path in [self.data_path(key), self.outboard_path(key)] {
             match fs::remove_file(&path) {
                 Ok(()) => {}

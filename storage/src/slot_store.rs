@@ -79,10 +79,19 @@ impl SlotSpec {
     }
 
     pub(crate) fn check(&self) -> Result<TreeShape, StoreError> {
-        if !self.shard_size.is_power_of_two() || self.shard_size < 64 * 1024 || self.stripes == 0 {
-            return Err(StoreError::Tree(TreeError::BadSlotLength(self.len())));
+        let len = self.shard_size.checked_mul(self.stripes);
+        match len {
+            Some(len)
+                if self.shard_size.is_power_of_two()
+                    && self.shard_size >= 64 * 1024
+                    && self.stripes > 0 =>
+            {
+                Ok(TreeShape::new(len)?)
+            }
+            _ => Err(StoreError::Tree(TreeError::BadSlotLength(
+                self.shard_size.saturating_mul(self.stripes),
+            ))),
         }
-        Ok(self.shape()?)
     }
 }
 
@@ -163,6 +172,8 @@ pub enum StoreError {
         end: u64,
         len: u64,
     },
+    #[error("a read of {len} bytes from slot {key} is more than the {MAX_READ} allowed at once")]
+    ReadTooLarge { key: SlotKey, len: u64 },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -268,6 +279,9 @@ pub(crate) fn check_shard(
     Ok(())
 }
 
+/// Largest single read: four of the largest shards.
+pub const MAX_READ: u64 = 16 * 1024 * 1024;
+
 /// Shared range check for `read`.
 pub(crate) fn check_range(
     key: SlotKey,
@@ -276,6 +290,9 @@ pub(crate) fn check_range(
     len: u64,
 ) -> Result<std::ops::Range<u64>, StoreError> {
     let end = offset.saturating_add(len);
+    if len > MAX_READ {
+        return Err(StoreError::ReadTooLarge { key, len });
+    }
     if end > spec.len() {
         return Err(StoreError::OutOfRange {
             key,
