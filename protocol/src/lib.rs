@@ -10,6 +10,7 @@
 
 pub mod challenge;
 pub mod erasure;
+pub mod escrow;
 pub mod id;
 pub mod layout;
 pub mod manifest;

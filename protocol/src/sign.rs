@@ -23,12 +23,14 @@ pub enum SignError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Domain {
     Manifest,
+    Transaction,
 }
 
 impl Domain {
     pub fn tag(self) -> &'static [u8] {
         match self {
             Domain::Manifest => b"atlas/manifest/v1",
+            Domain::Transaction => b"atlas/tx/v1",
         }
     }
 }

@@ -1,0 +1,952 @@
+//! The escrow: Atlas's settlement rules as a deterministic state machine.
+//!
+//! Same transactions and epoch boundaries in, same state out, so the rules can be hosted by the
+//! embedded ledger or anything else. [`Escrow::apply`] executes one verified transaction atomically: it
+//! either changes the state as the transaction says or returns an error and changes nothing.
+//! [`Escrow::advance_epoch`] settles the epoch that is ending (pay proven slots, slash and count
+//! misses, free slots, end deals) and starts the next one with its beacon.
+//!
+//! Money is conserved: only `Faucet` mints, and every other movement is between an account balance, a
+//! provider's collateral pool, a slot's locked collateral, a deal's escrow and a deal's repair reserve.
+//! [`Escrow::total_supply`] adds all of them up; it always equals [`Escrow::minted`].
+
+pub mod tx;
+
+use crate::challenge::{Challenge, StorageProof};
+use crate::id::{DealId, ObjectId};
+use crate::manifest::SignedManifest;
+use crate::sign::PublicKey;
+use crate::tree::TreeShape;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+pub use tx::{Amount, SignedTx, Tx, TxBody, TxError};
+
+const GIB: u128 = 1 << 30;
+const BPS: u128 = 10_000;
+
+/// The rules' tunable numbers. Part of the ledger's genesis: every host must use the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// Largest single `Faucet`; `None` disables the faucet (anything but a devnet).
+    pub faucet_cap: Option<Amount>,
+    /// Consecutive missed proofs after which a slot is freed.
+    pub max_misses: u32,
+    /// Share of a slot's locked collateral slashed into the repair reserve per miss, in basis points.
+    pub slash_bps: u32,
+    /// Epochs a provider has to accept an assigned or claimed slot.
+    pub accept_epochs: u64,
+    /// A slot's collateral is this many epochs of its price.
+    pub collateral_epochs: u64,
+    /// The repair reserve a deal deposits, in basis points of its total price.
+    pub reserve_bps: u32,
+    /// A repairer's bounty is this many epochs of the slot's price (capped by the reserve).
+    pub bounty_epochs: u64,
+    /// Chunks sampled per slot per epoch.
+    pub samples: usize,
+    /// Epochs between `ExitProvider` and the provider's slots being handed over.
+    pub exit_notice_epochs: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            faucet_cap: None,
+            max_misses: 3,
+            slash_bps: 2_000,
+            accept_epochs: 3,
+            collateral_epochs: 10,
+            reserve_bps: 1_000,
+            bounty_epochs: 2,
+            samples: crate::challenge::DEFAULT_SAMPLES,
+            exit_notice_epochs: 2,
+        }
+    }
+}
+
+/// An account: spendable balance and the next nonce it must use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub balance: Amount,
+    pub nonce: u64,
+}
+
+/// A registered storage provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provider {
+    pub peer_id: Vec<u8>,
+    pub addrs: Vec<String>,
+    /// Bytes offered.
+    pub capacity: u64,
+    /// Bytes of slots assigned to it.
+    pub used: u64,
+    /// Price per GiB per epoch.
+    pub price: Amount,
+    /// Collateral not locked in any slot.
+    pub collateral: Amount,
+    /// The epoch `ExitProvider` was accepted in.
+    pub exiting_since: Option<u64>,
+}
+
+/// Where a slot stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotStatus {
+    /// Assigned (or claimed, when `claimed`), waiting for `AcceptSlot` until `deadline` (an epoch).
+    Pending { deadline: u64, claimed: bool },
+    /// Held and proving; `misses` counts consecutive missed epochs (0 when all is well).
+    Active { misses: u32 },
+    /// Nobody holds it: waiting for a repairer's `ClaimSlot`.
+    Freed,
+    /// The deal is over.
+    Ended,
+}
+
+/// One slot of a deal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub status: SlotStatus,
+    pub holder: Option<PublicKey>,
+    /// Price per epoch, fixed when the deal opened.
+    pub price: Amount,
+    /// Collateral locked by the holder.
+    pub collateral: Amount,
+    /// Paid to holders of this slot so far.
+    pub paid: Amount,
+    /// First epoch the holder must prove.
+    pub prove_from: u64,
+    /// The last epoch a valid proof was recorded for.
+    pub proven: Option<u64>,
+    /// Missed epochs, all holders together.
+    pub total_misses: u64,
+    /// Times the slot was claimed for repair.
+    pub repairs: u32,
+    /// A repair bounty is owed at the holder's first valid proof.
+    pub bounty_due: bool,
+}
+
+/// One pinned object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deal {
+    pub creator: PublicKey,
+    pub object: ObjectId,
+    pub manifest: SignedManifest,
+    pub slot_len: u64,
+    pub slot_roots: Vec<[u8; 32]>,
+    /// Epoch the deal opened in.
+    pub start_epoch: u64,
+    /// The first epoch not paid for.
+    pub end_epoch: u64,
+    /// Tokens left to pay holders with.
+    pub escrow: Amount,
+    /// Slashed collateral and the deposited reserve: pays repair bounties, refunded at the end.
+    pub reserve: Amount,
+    pub slots: Vec<Slot>,
+    pub ended: bool,
+}
+
+impl Deal {
+    /// Per-epoch price of all slots.
+    pub fn price_per_epoch(&self) -> Amount {
+        self.slots.iter().map(|s| s.price).sum()
+    }
+
+    /// Epochs the escrow still pays for at the full price.
+    pub fn epochs_covered(&self) -> u64 {
+        let p = self.price_per_epoch();
+        if p == 0 {
+            return u64::MAX;
+        }
+        u64::try_from(self.escrow / p).unwrap_or(u64::MAX)
+    }
+}
+
+/// Something that happened at an epoch boundary, for logs, metrics and status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    Paid {
+        deal: DealId,
+        slot: u16,
+        holder: PublicKey,
+        amount: Amount,
+    },
+    BountyPaid {
+        deal: DealId,
+        slot: u16,
+        holder: PublicKey,
+        amount: Amount,
+    },
+    Missed {
+        deal: DealId,
+        slot: u16,
+        holder: PublicKey,
+        slashed: Amount,
+        misses: u32,
+    },
+    Freed {
+        deal: DealId,
+        slot: u16,
+        reason: FreeReason,
+    },
+    DealEnded {
+        deal: DealId,
+        refunded: Amount,
+    },
+    ProviderExited {
+        provider: PublicKey,
+    },
+}
+
+/// Why a slot was freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FreeReason {
+    MissedProofs,
+    NotAccepted,
+    ProviderExit,
+}
+
+/// Why a transaction was refused. The state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EscrowError {
+    #[error("nonce {got} is not the account's next nonce {want}")]
+    BadNonce { got: u64, want: u64 },
+    #[error("balance {have} is less than the {need} needed")]
+    InsufficientBalance { have: Amount, need: Amount },
+    #[error("the faucet is disabled on this ledger")]
+    FaucetDisabled,
+    #[error("faucet gives at most {cap} per request")]
+    FaucetCap { cap: Amount },
+    #[error("already registered as a provider")]
+    AlreadyProvider,
+    #[error("not a registered provider")]
+    NotProvider,
+    #[error("provider is exiting")]
+    ProviderExiting,
+    #[error("unknown deal")]
+    UnknownDeal,
+    #[error("deal has ended")]
+    DealEnded,
+    #[error("slot {0} does not exist in this deal")]
+    UnknownSlot(u16),
+    #[error("manifest: {0}")]
+    Manifest(String),
+    #[error("a deal needs one provider per slot: {want} slots, {got} providers")]
+    ProviderCount { got: usize, want: usize },
+    #[error("a provider may hold only one slot of an object")]
+    DuplicateProvider,
+    #[error("provider {0} is not registered")]
+    UnknownProvider(PublicKey),
+    #[error("provider {provider} lacks capacity for a {need}-byte slot")]
+    NoCapacity { provider: PublicKey, need: u64 },
+    #[error("provider {provider} asks {price} per GiB-epoch, above the maximum {max}")]
+    TooExpensive {
+        provider: PublicKey,
+        price: Amount,
+        max: Amount,
+    },
+    #[error("a deal must last at least one epoch")]
+    NoEpochs,
+    #[error("slot is not in a state that allows this ({0:?})")]
+    WrongSlotState(SlotStatus),
+    #[error("only the slot's holder may do this")]
+    NotHolder,
+    #[error("only the deal's creator may do this")]
+    NotCreator,
+    #[error("collateral pool {have} is less than the {need} this slot locks")]
+    InsufficientCollateral { have: Amount, need: Amount },
+    #[error("proof is for epoch {got}, the ledger is in epoch {current}")]
+    WrongEpoch { got: u64, current: u64 },
+    #[error("slot is not due a proof before epoch {0}")]
+    NotYetDue(u64),
+    #[error("a proof for this slot and epoch is already recorded")]
+    AlreadyProven,
+    #[error("invalid proof: {0}")]
+    InvalidProof(String),
+    #[error("arithmetic overflow")]
+    Overflow,
+}
+
+/// The whole settlement state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escrow {
+    params: Params,
+    epoch: u64,
+    beacon: [u8; 32],
+    minted: Amount,
+    accounts: BTreeMap<PublicKey, Account>,
+    providers: BTreeMap<PublicKey, Provider>,
+    deals: BTreeMap<DealId, Deal>,
+}
+
+fn ceil_div(a: u128, b: u128) -> u128 {
+    a.div_ceil(b)
+}
+
+fn bps(amount: Amount, bps: u32) -> Amount {
+    amount.saturating_mul(bps as u128) / BPS
+}
+
+impl Escrow {
+    /// The state at genesis: epoch 0 with `beacon`.
+    pub fn new(params: Params, beacon: [u8; 32]) -> Self {
+        Self {
+            params,
+            epoch: 0,
+            beacon,
+            minted: 0,
+            accounts: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            deals: BTreeMap::new(),
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn beacon(&self) -> &[u8; 32] {
+        &self.beacon
+    }
+    pub fn minted(&self) -> Amount {
+        self.minted
+    }
+    pub fn account(&self, key: &PublicKey) -> Account {
+        self.accounts.get(key).cloned().unwrap_or_default()
+    }
+    pub fn accounts(&self) -> &BTreeMap<PublicKey, Account> {
+        &self.accounts
+    }
+    pub fn provider(&self, key: &PublicKey) -> Option<&Provider> {
+        self.providers.get(key)
+    }
+    pub fn providers(&self) -> &BTreeMap<PublicKey, Provider> {
+        &self.providers
+    }
+    pub fn deal(&self, id: &DealId) -> Option<&Deal> {
+        self.deals.get(id)
+    }
+    pub fn deals(&self) -> &BTreeMap<DealId, Deal> {
+        &self.deals
+    }
+
+    /// Every token in existence, wherever it sits. Equals [`Escrow::minted`].
+    pub fn total_supply(&self) -> Amount {
+        let balances: Amount = self.accounts.values().map(|a| a.balance).sum();
+        let pools: Amount = self.providers.values().map(|p| p.collateral).sum();
+        let deals: Amount = self
+            .deals
+            .values()
+            .map(|d| d.escrow + d.reserve + d.slots.iter().map(|s| s.collateral).sum::<Amount>())
+            .sum();
+        balances + pools + deals
+    }
+
+    /// The id a deal opened by `creator` with `nonce` gets.
+    pub fn deal_id(creator: &PublicKey, nonce: u64) -> DealId {
+        let mut h = blake3::Hasher::new();
+        h.update(b"atlas/deal/v1\0");
+        h.update(&creator.0);
+        h.update(&nonce.to_be_bytes());
+        DealId(*h.finalize().as_bytes())
+    }
+
+    /// A slot's price per epoch from a provider's price per GiB-epoch (rounded up, at least 1 if
+    /// the price is not zero).
+    pub fn slot_price(price_per_gib: Amount, slot_len: u64) -> Amount {
+        ceil_div(price_per_gib.saturating_mul(slot_len as u128), GIB)
+    }
+
+    /// Executes one verified transaction, atomically.
+    pub fn apply(&mut self, tx: &Tx) -> Result<(), EscrowError> {
+        let want = self.account(&tx.signer).nonce;
+        if tx.nonce != want {
+            return Err(EscrowError::BadNonce {
+                got: tx.nonce,
+                want,
+            });
+        }
+        // Every rule checks everything before it changes anything, so a refused transaction leaves
+        // no trace (the property tests compare the state before and after each refusal).
+        self.execute(tx)?;
+        self.accounts.entry(tx.signer).or_default().nonce += 1;
+        Ok(())
+    }
+
+    fn check_balance(&self, who: &PublicKey, need: Amount) -> Result<(), EscrowError> {
+        let have = self.accounts.get(who).map_or(0, |a| a.balance);
+        if have < need {
+            return Err(EscrowError::InsufficientBalance { have, need });
+        }
+        Ok(())
+    }
+
+    fn debit(&mut self, who: &PublicKey, amount: Amount) -> Result<(), EscrowError> {
+        if amount == 0 {
+            return Ok(());
+        }
+        self.check_balance(who, amount)?;
+        self.accounts
+            .get_mut(who)
+            .expect("check_balance found a balance")
+            .balance -= amount;
+        Ok(())
+    }
+
+    fn credit(&mut self, who: &PublicKey, amount: Amount) {
+        let acct = self.accounts.entry(*who).or_default();
+        acct.balance = acct.balance.saturating_add(amount);
+    }
+
+    fn execute(&mut self, tx: &Tx) -> Result<(), EscrowError> {
+        let signer = tx.signer;
+        match &tx.body {
+            TxBody::Transfer { to, amount } => {
+                self.debit(&signer, *amount)?;
+                self.credit(to, *amount);
+            }
+            TxBody::Faucet { amount } => {
+                let cap = self.params.faucet_cap.ok_or(EscrowError::FaucetDisabled)?;
+                if *amount > cap {
+                    return Err(EscrowError::FaucetCap { cap });
+                }
+                self.minted = self
+                    .minted
+                    .checked_add(*amount)
+                    .ok_or(EscrowError::Overflow)?;
+                self.credit(&signer, *amount);
+            }
+            TxBody::RegisterProvider {
+                peer_id,
+                addrs,
+                capacity,
+                price,
+                collateral,
+            } => {
+                if self.providers.contains_key(&signer) {
+                    return Err(EscrowError::AlreadyProvider);
+                }
+                self.debit(&signer, *collateral)?;
+                self.providers.insert(
+                    signer,
+                    Provider {
+                        peer_id: peer_id.clone(),
+                        addrs: addrs.clone(),
+                        capacity: *capacity,
+                        used: 0,
+                        price: *price,
+                        collateral: *collateral,
+                        exiting_since: None,
+                    },
+                );
+            }
+            TxBody::UpdateProvider {
+                addrs,
+                capacity,
+                price,
+                add_collateral,
+            } => {
+                if !self.providers.contains_key(&signer) {
+                    return Err(EscrowError::NotProvider);
+                }
+                self.debit(&signer, *add_collateral)?;
+                let p = self.providers.get_mut(&signer).expect("checked above");
+                p.addrs = addrs.clone();
+                p.capacity = *capacity;
+                p.price = *price;
+                p.collateral += add_collateral;
+            }
+            TxBody::ExitProvider => {
+                let epoch = self.epoch;
+                let p = self
+                    .providers
+                    .get_mut(&signer)
+                    .ok_or(EscrowError::NotProvider)?;
+                if p.exiting_since.is_some() {
+                    return Err(EscrowError::ProviderExiting);
+                }
+                p.exiting_since = Some(epoch);
+            }
+            TxBody::OpenDeal {
+                manifest,
+                providers,
+                epochs,
+                max_price,
+            } => self.open_deal(tx, manifest, providers, *epochs, *max_price)?,
+            TxBody::AcceptSlot { deal, slot } => {
+                let epoch = self.epoch;
+                let collateral_epochs = self.params.collateral_epochs as u128;
+                let s = self.slot(deal, *slot)?;
+                let SlotStatus::Pending { claimed, .. } = s.status else {
+                    return Err(EscrowError::WrongSlotState(s.status));
+                };
+                if s.holder != Some(signer) {
+                    return Err(EscrowError::NotHolder);
+                }
+                // A claimant locked its collateral when it claimed.
+                let need = if claimed {
+                    0
+                } else {
+                    s.price.saturating_mul(collateral_epochs)
+                };
+                self.lock_collateral(&signer, need)?;
+                let s = self.slot_mut(deal, *slot)?;
+                s.collateral += need;
+                s.status = SlotStatus::Active { misses: 0 };
+                s.prove_from = epoch + 1;
+            }
+            TxBody::SubmitProof {
+                deal,
+                slot,
+                epoch,
+                proof,
+            } => self.submit_proof(&signer, deal, *slot, *epoch, proof)?,
+            TxBody::ClaimSlot { deal, slot } => {
+                let epoch = self.epoch;
+                let accept = self.params.accept_epochs;
+                let collateral_epochs = self.params.collateral_epochs as u128;
+                let d = self.live_deal(deal)?;
+                let s = d
+                    .slots
+                    .get(*slot as usize)
+                    .ok_or(EscrowError::UnknownSlot(*slot))?;
+                if s.status != SlotStatus::Freed {
+                    return Err(EscrowError::WrongSlotState(s.status));
+                }
+                if d.slots.iter().any(|other| other.holder == Some(signer)) {
+                    return Err(EscrowError::DuplicateProvider);
+                }
+                let need = s.price.saturating_mul(collateral_epochs);
+                let slot_len = d.slot_len;
+                self.check_capacity(&signer, slot_len)?;
+                self.lock_collateral(&signer, need)?;
+                self.providers
+                    .get_mut(&signer)
+                    .expect("checked by check_capacity")
+                    .used += slot_len;
+                let s = self.slot_mut(deal, *slot)?;
+                s.holder = Some(signer);
+                s.collateral = need;
+                s.status = SlotStatus::Pending {
+                    deadline: epoch + accept,
+                    claimed: true,
+                };
+                s.repairs += 1;
+                s.bounty_due = true;
+            }
+            TxBody::TopUp { deal, amount } => {
+                self.live_deal(deal)?;
+                self.debit(&signer, *amount)?;
+                let d = self.deals.get_mut(deal).expect("checked above");
+                d.escrow += amount;
+            }
+            TxBody::Extend { deal, epochs } => {
+                let d = self.deals.get(deal).ok_or(EscrowError::UnknownDeal)?;
+                if d.ended {
+                    return Err(EscrowError::DealEnded);
+                }
+                let cost = d
+                    .price_per_epoch()
+                    .checked_mul(*epochs as u128)
+                    .ok_or(EscrowError::Overflow)?;
+                self.debit(&signer, cost)?;
+                let d = self.deals.get_mut(deal).expect("checked above");
+                d.escrow += cost;
+                d.end_epoch = d.end_epoch.saturating_add(*epochs);
+            }
+            TxBody::CancelDeal { deal } => {
+                let epoch = self.epoch;
+                let d = self.deals.get_mut(deal).ok_or(EscrowError::UnknownDeal)?;
+                if d.ended {
+                    return Err(EscrowError::DealEnded);
+                }
+                if d.creator != signer {
+                    return Err(EscrowError::NotCreator);
+                }
+                // Proofs of the current epoch are still paid; the deal ends at its boundary.
+                d.end_epoch = d.end_epoch.min(epoch + 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn live_deal(&self, deal: &DealId) -> Result<&Deal, EscrowError> {
+        let d = self.deals.get(deal).ok_or(EscrowError::UnknownDeal)?;
+        if d.ended {
+            return Err(EscrowError::DealEnded);
+        }
+        Ok(d)
+    }
+
+    fn slot(&self, deal: &DealId, slot: u16) -> Result<&Slot, EscrowError> {
+        self.live_deal(deal)?
+            .slots
+            .get(slot as usize)
+            .ok_or(EscrowError::UnknownSlot(slot))
+    }
+
+    fn slot_mut(&mut self, deal: &DealId, slot: u16) -> Result<&mut Slot, EscrowError> {
+        self.live_deal(deal)?;
+        self.deals
+            .get_mut(deal)
+            .and_then(|d| d.slots.get_mut(slot as usize))
+            .ok_or(EscrowError::UnknownSlot(slot))
+    }
+
+    fn lock_collateral(&mut self, who: &PublicKey, need: Amount) -> Result<(), EscrowError> {
+        let p = self
+            .providers
+            .get_mut(who)
+            .ok_or(EscrowError::NotProvider)?;
+        if need == 0 {
+            return Ok(());
+        }
+        if p.collateral < need {
+            return Err(EscrowError::InsufficientCollateral {
+                have: p.collateral,
+                need,
+            });
+        }
+        p.collateral -= need;
+        Ok(())
+    }
+
+    fn check_capacity(&self, who: &PublicKey, len: u64) -> Result<(), EscrowError> {
+        let p = self
+            .providers
+            .get(who)
+            .ok_or(EscrowError::UnknownProvider(*who))?;
+        if p.exiting_since.is_some() {
+            return Err(EscrowError::ProviderExiting);
+        }
+        if p.capacity.saturating_sub(p.used) < len {
+            return Err(EscrowError::NoCapacity {
+                provider: *who,
+                need: len,
+            });
+        }
+        Ok(())
+    }
+
+    fn open_deal(
+        &mut self,
+        tx: &Tx,
+        manifest: &SignedManifest,
+        providers: &[PublicKey],
+        epochs: u64,
+        max_price: Amount,
+    ) -> Result<(), EscrowError> {
+        let verified = manifest
+            .verify()
+            .map_err(|e| EscrowError::Manifest(e.to_string()))?;
+        let layout = verified.layout();
+        let n = layout.total_shards();
+        if providers.len() != n {
+            return Err(EscrowError::ProviderCount {
+                got: providers.len(),
+                want: n,
+            });
+        }
+        if epochs == 0 {
+            return Err(EscrowError::NoEpochs);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if !providers.iter().all(|p| seen.insert(*p)) {
+            return Err(EscrowError::DuplicateProvider);
+        }
+        let slot_len = layout.slot_len();
+        let mut prices = Vec::with_capacity(n);
+        for p in providers {
+            let info = self
+                .providers
+                .get(p)
+                .ok_or(EscrowError::UnknownProvider(*p))?;
+            if info.price > max_price {
+                return Err(EscrowError::TooExpensive {
+                    provider: *p,
+                    price: info.price,
+                    max: max_price,
+                });
+            }
+            prices.push(Self::slot_price(info.price, slot_len));
+        }
+        for p in providers {
+            self.check_capacity(p, slot_len)?;
+        }
+        let per_epoch: Amount = prices.iter().sum();
+        let escrow = per_epoch
+            .checked_mul(epochs as u128)
+            .ok_or(EscrowError::Overflow)?;
+        let reserve = bps(escrow, self.params.reserve_bps);
+        let deposit = escrow.checked_add(reserve).ok_or(EscrowError::Overflow)?;
+        self.check_balance(&tx.signer, deposit)?;
+        // Checks are done: from here on nothing fails.
+        self.debit(&tx.signer, deposit)?;
+        for p in providers {
+            self.providers.get_mut(p).expect("checked above").used += slot_len;
+        }
+        let id = Self::deal_id(&tx.signer, tx.nonce);
+        let deadline = self.epoch + self.params.accept_epochs;
+        let slots = providers
+            .iter()
+            .zip(&prices)
+            .map(|(p, price)| Slot {
+                status: SlotStatus::Pending {
+                    deadline,
+                    claimed: false,
+                },
+                holder: Some(*p),
+                price: *price,
+                collateral: 0,
+                paid: 0,
+                prove_from: u64::MAX,
+                proven: None,
+                total_misses: 0,
+                repairs: 0,
+                bounty_due: false,
+            })
+            .collect::<Vec<_>>();
+        self.deals.insert(
+            id,
+            Deal {
+                creator: tx.signer,
+                object: verified.id(),
+                manifest: manifest.clone(),
+                slot_len,
+                slot_roots: verified.manifest().slot_roots.clone(),
+                start_epoch: self.epoch,
+                end_epoch: self.epoch + 1 + epochs,
+                escrow,
+                reserve,
+                slots,
+                ended: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn submit_proof(
+        &mut self,
+        signer: &PublicKey,
+        deal: &DealId,
+        slot: u16,
+        epoch: u64,
+        proof: &StorageProof,
+    ) -> Result<(), EscrowError> {
+        if epoch != self.epoch {
+            return Err(EscrowError::WrongEpoch {
+                got: epoch,
+                current: self.epoch,
+            });
+        }
+        let beacon = self.beacon;
+        // At least one sample: an empty challenge would be answered by an empty proof.
+        let samples = self.params.samples.max(1);
+        let d = self.live_deal(deal)?;
+        let s = d
+            .slots
+            .get(slot as usize)
+            .ok_or(EscrowError::UnknownSlot(slot))?;
+        if !matches!(s.status, SlotStatus::Active { .. }) {
+            return Err(EscrowError::WrongSlotState(s.status));
+        }
+        if s.holder != Some(*signer) {
+            return Err(EscrowError::NotHolder);
+        }
+        if epoch < s.prove_from {
+            return Err(EscrowError::NotYetDue(s.prove_from));
+        }
+        if s.proven == Some(epoch) {
+            return Err(EscrowError::AlreadyProven);
+        }
+        let shape =
+            TreeShape::new(d.slot_len).map_err(|e| EscrowError::InvalidProof(e.to_string()))?;
+        let root = blake3::Hash::from_bytes(d.slot_roots[slot as usize]);
+        let challenge = Challenge::derive(&beacon, deal, slot, epoch, shape.chunks(), samples);
+        proof
+            .verify(&challenge, &shape, &root)
+            .map_err(|e| EscrowError::InvalidProof(e.to_string()))?;
+        let s = self.slot_mut(deal, slot)?;
+        s.proven = Some(epoch);
+        Ok(())
+    }
+
+    /// Settles the ending epoch and enters the next one with `beacon`. Returns what happened.
+    pub fn advance_epoch(&mut self, beacon: [u8; 32]) -> Vec<Event> {
+        let epoch = self.epoch;
+        let mut events = Vec::new();
+        let params = self.params.clone();
+        // Providers whose exit notice has run out hand their slots over now.
+        let leaving: Vec<PublicKey> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| {
+                p.exiting_since
+                    .is_some_and(|since| epoch >= since + params.exit_notice_epochs)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+
+        let ids: Vec<DealId> = self.deals.keys().copied().collect();
+        for id in ids {
+            let d = self.deals.get_mut(&id).expect("id listed above");
+            if d.ended {
+                continue;
+            }
+            let mut released: Vec<(PublicKey, Amount, u64)> = Vec::new();
+            for (j, s) in d.slots.iter_mut().enumerate() {
+                let j = j as u16;
+                match s.status {
+                    SlotStatus::Active { misses } if epoch >= s.prove_from => {
+                        let holder = s.holder.expect("active slots have a holder");
+                        if s.proven == Some(epoch) {
+                            let amount = s.price.min(d.escrow);
+                            d.escrow -= amount;
+                            s.paid += amount;
+                            pay(&mut self.accounts, &holder, amount);
+                            events.push(Event::Paid {
+                                deal: id,
+                                slot: j,
+                                holder,
+                                amount,
+                            });
+                            if s.bounty_due {
+                                let bounty =
+                                    (s.price * params.bounty_epochs as u128).min(d.reserve);
+                                d.reserve -= bounty;
+                                pay(&mut self.accounts, &holder, bounty);
+                                s.bounty_due = false;
+                                events.push(Event::BountyPaid {
+                                    deal: id,
+                                    slot: j,
+                                    holder,
+                                    amount: bounty,
+                                });
+                            }
+                            s.status = SlotStatus::Active { misses: 0 };
+                        } else {
+                            let slashed = ceil_div(
+                                s.collateral.saturating_mul(params.slash_bps as u128),
+                                BPS,
+                            )
+                            .min(s.collateral);
+                            s.collateral -= slashed;
+                            d.reserve += slashed;
+                            let misses = misses + 1;
+                            s.total_misses += 1;
+                            events.push(Event::Missed {
+                                deal: id,
+                                slot: j,
+                                holder,
+                                slashed,
+                                misses,
+                            });
+                            if misses >= params.max_misses {
+                                // The rest of its collateral is forfeited to the repair reserve.
+                                d.reserve += s.collateral;
+                                s.collateral = 0;
+                                released.push((holder, 0, d.slot_len));
+                                free(s);
+                                events.push(Event::Freed {
+                                    deal: id,
+                                    slot: j,
+                                    reason: FreeReason::MissedProofs,
+                                });
+                            } else {
+                                s.status = SlotStatus::Active { misses };
+                            }
+                        }
+                    }
+                    SlotStatus::Pending { deadline, claimed } if epoch >= deadline => {
+                        let holder = s.holder.expect("pending slots have a holder");
+                        if claimed {
+                            // A claimant that never delivered loses the collateral it locked.
+                            d.reserve += s.collateral;
+                            s.collateral = 0;
+                        }
+                        released.push((holder, 0, d.slot_len));
+                        free(s);
+                        events.push(Event::Freed {
+                            deal: id,
+                            slot: j,
+                            reason: FreeReason::NotAccepted,
+                        });
+                    }
+                    _ => {}
+                }
+                if let Some(holder) = s.holder {
+                    if leaving.contains(&holder)
+                        && matches!(
+                            s.status,
+                            SlotStatus::Active { .. } | SlotStatus::Pending { .. }
+                        )
+                    {
+                        released.push((holder, s.collateral, d.slot_len));
+                        s.collateral = 0;
+                        free(s);
+                        events.push(Event::Freed {
+                            deal: id,
+                            slot: j,
+                            reason: FreeReason::ProviderExit,
+                        });
+                    }
+                }
+            }
+            let ends = epoch + 1 >= d.end_epoch;
+            if ends {
+                for s in d.slots.iter_mut() {
+                    if let Some(holder) = s.holder.take() {
+                        released.push((holder, s.collateral, d.slot_len));
+                    }
+                    s.collateral = 0;
+                    s.status = SlotStatus::Ended;
+                }
+                let refunded = d.escrow + d.reserve;
+                d.escrow = 0;
+                d.reserve = 0;
+                d.ended = true;
+                let creator = d.creator;
+                pay(&mut self.accounts, &creator, refunded);
+                events.push(Event::DealEnded { deal: id, refunded });
+            }
+            for (holder, collateral, len) in released {
+                if let Some(p) = self.providers.get_mut(&holder) {
+                    p.collateral += collateral;
+                    p.used = p.used.saturating_sub(len);
+                } else {
+                    pay(&mut self.accounts, &holder, collateral);
+                }
+            }
+        }
+        // A provider that has left and holds nothing gets its collateral pool back.
+        for key in leaving {
+            let holds = self
+                .deals
+                .values()
+                .any(|d| !d.ended && d.slots.iter().any(|s| s.holder == Some(key)));
+            if !holds {
+                if let Some(p) = self.providers.remove(&key) {
+                    pay(&mut self.accounts, &key, p.collateral);
+                    events.push(Event::ProviderExited { provider: key });
+                }
+            }
+        }
+        self.epoch += 1;
+        self.beacon = beacon;
+        events
+    }
+}
+
+fn free(s: &mut Slot) {
+    s.holder = None;
+    s.status = SlotStatus::Freed;
+    s.proven = None;
+    s.prove_from = u64::MAX;
+    s.bounty_due = false;
+}
+
+fn pay(accounts: &mut BTreeMap<PublicKey, Account>, who: &PublicKey, amount: Amount) {
+    if amount > 0 {
+        let a = accounts.entry(*who).or_default();
+        a.balance = a.balance.saturating_add(amount);
+    }
+}
