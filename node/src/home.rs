@@ -71,6 +71,17 @@ impl Home {
         Ok(key)
     }
 
+    /// Loads the key, creating one on first use (for services, which own their home).
+    pub fn load_or_generate_key(&self) -> Result<Keypair> {
+        if self.key_path().exists() {
+            self.load_key()
+        } else {
+            let key = self.generate_key(false)?;
+            eprintln!("created a new key in {}", self.key_path().display());
+            Ok(key)
+        }
+    }
+
     /// Loads the key, with a hint to create one if there is none.
     pub fn load_key(&self) -> Result<Keypair> {
         let path = self.key_path();

@@ -8,6 +8,7 @@
 //! byte slices and on `std::io::{Read, Write}` handed to it, so the same rules run in a provider, a
 //! client, a test or a verifier anywhere.
 
+pub mod chain;
 pub mod challenge;
 pub mod erasure;
 pub mod escrow;
@@ -16,6 +17,7 @@ pub mod layout;
 pub mod manifest;
 pub mod sign;
 pub mod tree;
+pub mod wire;
 
 pub use challenge::{Challenge, StorageProof};
 pub use id::{DealId, IdPrefix, ObjectId};

@@ -24,6 +24,7 @@ pub enum SignError {
 pub enum Domain {
     Manifest,
     Transaction,
+    Block,
 }
 
 impl Domain {
@@ -31,6 +32,7 @@ impl Domain {
         match self {
             Domain::Manifest => b"atlas/manifest/v1",
             Domain::Transaction => b"atlas/tx/v1",
+            Domain::Block => b"atlas/block/v1",
         }
     }
 }
@@ -99,6 +101,7 @@ impl<'de> Deserialize<'de> for Signature {
 }
 
 /// An ed25519 signing key. Its `Debug` never prints the secret.
+#[derive(Clone)]
 pub struct Keypair(ed25519_dalek::SigningKey);
 
 impl fmt::Debug for Keypair {
@@ -118,6 +121,11 @@ impl Keypair {
         let mut secret = [0u8; 32];
         hex::decode_to_slice(text.trim(), &mut secret).map_err(|_| SignError::BadSecretKey)?;
         Ok(Self::from_secret(secret))
+    }
+
+    /// The 32 secret bytes (for handing the same key to the network layer).
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
     }
 
     pub fn secret_hex(&self) -> String {

@@ -11,6 +11,7 @@
 //! network.
 
 pub mod conformance;
+pub mod ledger_store;
 pub mod mem;
 pub mod outboard_file;
 pub mod rocks;

@@ -1,7 +1,9 @@
 //! The `atlas` command line.
 
 mod key;
+mod ledger;
 mod local;
+mod wallet;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,6 +44,11 @@ pub enum Command {
     Decode(local::DecodeArgs),
     /// Check every slot of an encoded directory and name the bad ones.
     Verify(local::VerifyArgs),
+    /// The settlement ledger (devnet sequencer).
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Balance, devnet faucet and transfers for this key.
+    Wallet(wallet::WalletArgs),
 }
 
 /// Runs a parsed command line.
@@ -56,6 +63,35 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Encode(args) => local::encode(&ctx, args),
         Command::Decode(args) => local::decode(&ctx, args),
         Command::Verify(args) => local::verify(&ctx, args),
+        Command::Ledger(cmd) => ledger::run(&ctx, cmd),
+        Command::Wallet(args) => wallet::run(&ctx, args),
+    }
+}
+
+/// A multi-threaded runtime for commands that use the network.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Makes sure what was printed reaches a pipe before the process blocks (scripts read it).
+pub fn flush_stdout() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
     }
 }
 

@@ -329,6 +329,12 @@ impl Escrow {
         &self.deals
     }
 
+    /// BLAKE3 of the state's canonical encoding: what block headers commit to.
+    pub fn state_root(&self) -> [u8; 32] {
+        *blake3::hash(&postcard::to_stdvec(self).expect("serializing to a Vec cannot fail"))
+            .as_bytes()
+    }
+
     /// Every token in existence, wherever it sits. Equals [`Escrow::minted`].
     pub fn total_supply(&self) -> Amount {
         let balances: Amount = self.accounts.values().map(|a| a.balance).sum();

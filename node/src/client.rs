@@ -1,0 +1,124 @@
+//! Talking to the ledger from a command: connect, ask, submit signed transactions.
+
+use crate::net::{self, NetConfig, NetHandle};
+use anyhow::{anyhow, bail, Context as _, Result};
+use atlas_protocol::escrow::{Account, Tx, TxBody};
+use atlas_protocol::wire::{ChainStatus, LedgerRequest, LedgerResponse};
+use atlas_protocol::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// The ledger's address: `--ledger` if given, else `$ATLAS_LEDGER`.
+pub fn ledger_addr(flag: Option<&str>) -> Result<Multiaddr> {
+    let text = match flag {
+        Some(t) => t.to_string(),
+        None => std::env::var("ATLAS_LEDGER").map_err(|_| {
+            anyhow!("no ledger address: set ATLAS_LEDGER (or --ledger) to the /p2p/ multiaddr `atlas ledger run` prints")
+        })?,
+    };
+    let addr: Multiaddr = text
+        .trim()
+        .parse()
+        .with_context(|| format!("'{text}' is not a multiaddr"))?;
+    if net::peer_of(&addr).is_none() {
+        bail!("ledger address {addr} has no /p2p/<peer id> part; use the full address `atlas ledger run` prints");
+    }
+    Ok(addr)
+}
+
+/// A connection to the ledger over a dial-only libp2p node.
+#[derive(Debug)]
+pub struct LedgerClient {
+    net: NetHandle,
+    ledger: PeerId,
+    addr: Multiaddr,
+    shutdown: CancellationToken,
+}
+
+impl Drop for LedgerClient {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl LedgerClient {
+    /// Starts a dial-only node with `key` and points it at the ledger.
+    pub async fn connect(key: &Keypair, addr: Multiaddr) -> Result<Self> {
+        let ledger = net::peer_of(&addr).context("ledger address has no /p2p/ part")?;
+        let shutdown = CancellationToken::new();
+        let mut registry = Registry::default();
+        let (net, _events, _task) = net::start(
+            key,
+            NetConfig {
+                listen: Vec::new(),
+                name: "client".into(),
+            },
+            &mut registry,
+            shutdown.clone(),
+        )
+        .await?;
+        Ok(Self {
+            net,
+            ledger,
+            addr,
+            shutdown,
+        })
+    }
+
+    /// Wraps an existing network handle (a provider's own node).
+    pub fn over(net: NetHandle, addr: Multiaddr) -> Result<Self> {
+        let ledger = net::peer_of(&addr).context("ledger address has no /p2p/ part")?;
+        Ok(Self {
+            net,
+            ledger,
+            addr,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub async fn request(&self, request: LedgerRequest) -> Result<LedgerResponse> {
+        let response = self
+            .net
+            .ledger_request(self.ledger, Some(self.addr.clone()), request)
+            .await
+            .with_context(|| format!("cannot reach the ledger at {}", self.addr))?;
+        if let LedgerResponse::Error(e) = response {
+            bail!("the ledger failed: {e}");
+        }
+        Ok(response)
+    }
+
+    pub async fn status(&self) -> Result<ChainStatus> {
+        match self.request(LedgerRequest::Status).await? {
+            LedgerResponse::Status(s) => Ok(s),
+            other => bail!("unexpected ledger answer: {other:?}"),
+        }
+    }
+
+    pub async fn account(&self, key: &atlas_protocol::PublicKey) -> Result<Account> {
+        match self.request(LedgerRequest::Account(*key)).await? {
+            LedgerResponse::Account(a) => Ok(a),
+            other => bail!("unexpected ledger answer: {other:?}"),
+        }
+    }
+
+    /// Signs `body` with the account's next nonce, submits it and waits until it is in a block.
+    /// Returns the block height.
+    pub async fn submit(&self, key: &Keypair, body: TxBody) -> Result<u64> {
+        let kind = body.kind();
+        let nonce = self.account(&key.public()).await?.nonce;
+        let signed = Tx {
+            signer: key.public(),
+            nonce,
+            body,
+        }
+        .sign(key)
+        .map_err(|e| anyhow!("signing the {kind} transaction: {e}"))?;
+        match self.request(LedgerRequest::Submit(signed)).await? {
+            LedgerResponse::Included { height, .. } => Ok(height),
+            LedgerResponse::Rejected(reason) => bail!("the ledger refused the {kind}: {reason}"),
+            other => bail!("unexpected ledger answer: {other:?}"),
+        }
+    }
+}

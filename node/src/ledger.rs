@@ -1,0 +1,342 @@
+//! The ledger service (`atlas ledger run`): the devnet sequencer that hosts the escrow rules.
+//!
+//! It validates each submitted transaction against the state the next block will have and orders the
+//! accepted ones into a block every `block_time`; every `epoch_blocks` blocks it settles an epoch. A
+//! block and the state after it are persisted in one synced RocksDB batch before anyone is told their
+//! transaction is in it, so an acknowledged transaction survives a crash and a restart resumes at
+//! the same height with the same state. Headers are signed and published on gossipsub.
+
+use crate::net::{NetEvent, NetHandle};
+use anyhow::{Context as _, Result};
+use atlas_protocol::chain::{self, Block, BlockHeader, SignedHeader};
+use atlas_protocol::escrow::{Escrow, Event, Params};
+use atlas_protocol::wire::{ChainStatus, LedgerRequest, LedgerResponse};
+use atlas_protocol::Keypair;
+use atlas_storage::ledger_store::LedgerStore;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Most transactions waiting for the next block; more are refused until it is cut.
+const MAX_PENDING_TXS: usize = 20_000;
+/// Largest single faucet grant on a devnet ledger.
+pub const FAUCET_CAP: u128 = 1_000_000_000_000;
+
+/// Chain settings chosen at genesis.
+#[derive(Debug, Clone)]
+pub struct ChainConfig {
+    pub block_time: Duration,
+    pub epoch_blocks: u64,
+    pub faucet: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LedgerMetrics {
+    height: Gauge,
+    epoch: Gauge,
+    txs: Family<Vec<(String, String)>, Counter>,
+    paid: Counter,
+    slashed: Counter,
+}
+
+impl LedgerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("atlas_ledger");
+        r.register("height", "Height of the newest block", m.height.clone());
+        r.register("epoch", "Current epoch", m.epoch.clone());
+        r.register(
+            "transactions",
+            "Transactions by kind and result",
+            m.txs.clone(),
+        );
+        r.register(
+            "paid_tokens",
+            "Tokens paid to holders for proven epochs",
+            m.paid.clone(),
+        );
+        r.register(
+            "slashed_tokens",
+            "Collateral slashed for missed proofs",
+            m.slashed.clone(),
+        );
+        m
+    }
+}
+
+/// The sequencer's state.
+pub struct Ledger {
+    key: Keypair,
+    store: Arc<LedgerStore>,
+    config: ChainConfig,
+    /// State after the newest block.
+    committed: Escrow,
+    /// Newest block's height and header.
+    head: Option<SignedHeader>,
+    /// `committed`, advanced to the next block's epoch, plus the accepted pending transactions.
+    pending: Escrow,
+    pending_txs: Vec<atlas_protocol::escrow::SignedTx>,
+    /// Requests to answer once the next block is persisted: (request id, tx id).
+    waiting: Vec<(u64, [u8; 32])>,
+    metrics: LedgerMetrics,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ledger(height {:?})", self.height())
+    }
+}
+
+impl Ledger {
+    /// Opens the ledger in `dir`, resuming where it stopped or starting a new chain.
+    pub fn open(
+        dir: &std::path::Path,
+        key: Keypair,
+        config: ChainConfig,
+        registry: &mut Registry,
+    ) -> Result<Self> {
+        let store =
+            Arc::new(LedgerStore::open(dir).with_context(|| format!("opening {}", dir.display()))?);
+        let (committed, head) = match store.resume()? {
+            Some(resume) => {
+                let block = store
+                    .block(resume.height)?
+                    .context("the newest block is missing from the ledger database")?;
+                (resume.escrow, Some(block.header))
+            }
+            None => {
+                let params = Params {
+                    faucet_cap: config.faucet.then_some(FAUCET_CAP),
+                    ..Params::default()
+                };
+                (
+                    Escrow::new(params, chain::genesis_beacon(&key.public())),
+                    None,
+                )
+            }
+        };
+        let mut ledger = Self {
+            key,
+            store,
+            config,
+            pending: committed.clone(),
+            committed,
+            head,
+            pending_txs: Vec::new(),
+            waiting: Vec::new(),
+            metrics: LedgerMetrics::register(registry),
+        };
+        ledger.prepare_next();
+        Ok(ledger)
+    }
+
+    /// Height of the newest block.
+    pub fn height(&self) -> Option<u64> {
+        self.head.as_ref().map(|h| h.header.height)
+    }
+
+    fn next_height(&self) -> u64 {
+        self.height().map_or(0, |h| h + 1)
+    }
+
+    fn head_hash(&self) -> [u8; 32] {
+        self.head.as_ref().map_or([0; 32], |h| h.header.hash())
+    }
+
+    /// Rebuilds the pending state for the next block: settles an epoch if it opens one.
+    fn prepare_next(&mut self) {
+        self.pending = self.committed.clone();
+        let next = self.next_height();
+        if next > 0 && next.is_multiple_of(self.config.epoch_blocks) {
+            let events = self.pending.advance_epoch(self.head_hash());
+            self.record_events(&events);
+        }
+        self.metrics.epoch.set(self.pending.epoch() as i64);
+    }
+
+    fn record_events(&self, events: &[Event]) {
+        for e in events {
+            match e {
+                Event::Paid {
+                    deal,
+                    slot,
+                    holder,
+                    amount,
+                } => {
+                    self.metrics.paid.inc_by(*amount as u64);
+                    tracing::debug!(deal = %deal.short(), slot, %holder, amount, "paid");
+                }
+                Event::Missed {
+                    deal,
+                    slot,
+                    holder,
+                    slashed,
+                    misses,
+                } => {
+                    self.metrics.slashed.inc_by(*slashed as u64);
+                    tracing::info!(deal = %deal.short(), slot, %holder, slashed, misses, "missed proof");
+                }
+                Event::Freed { deal, slot, reason } => {
+                    tracing::info!(deal = %deal.short(), slot, ?reason, "slot freed");
+                }
+                Event::DealEnded { deal, refunded } => {
+                    tracing::info!(deal = %deal.short(), refunded, "deal ended");
+                }
+                other => tracing::debug!(?other, "epoch event"),
+            }
+        }
+    }
+
+    fn status(&self) -> ChainStatus {
+        ChainStatus {
+            height: self.height().unwrap_or(0),
+            epoch: self.committed.epoch(),
+            beacon: *self.committed.beacon(),
+            epoch_blocks: self.config.epoch_blocks,
+            block_time_ms: self.config.block_time.as_millis() as u64,
+            params: self.committed.params().clone(),
+            head: self.head.clone(),
+            sequencer: self.key.public(),
+        }
+    }
+
+    /// Answers a request now, or returns `None` if it waits for the next block.
+    pub fn handle(&mut self, id: u64, request: LedgerRequest) -> Result<Option<LedgerResponse>> {
+        let s = &self.committed;
+        Ok(Some(match request {
+            LedgerRequest::Submit(signed) => {
+                let tx = match signed.verify() {
+                    Ok(tx) => tx,
+                    Err(e) => return Ok(Some(LedgerResponse::Rejected(e.to_string()))),
+                };
+                let kind = tx.body.kind().to_string();
+                if self.pending_txs.len() >= MAX_PENDING_TXS {
+                    return Ok(Some(LedgerResponse::Rejected(
+                        "the ledger is busy; retry after the next block".into(),
+                    )));
+                }
+                match self.pending.apply(&tx) {
+                    Ok(()) => {
+                        self.metrics
+                            .txs
+                            .get_or_create(&vec![
+                                ("kind".into(), kind),
+                                ("result".into(), "accepted".into()),
+                            ])
+                            .inc();
+                        self.waiting.push((id, signed.id()));
+                        self.pending_txs.push(signed);
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.metrics
+                            .txs
+                            .get_or_create(&vec![
+                                ("kind".into(), kind),
+                                ("result".into(), "rejected".into()),
+                            ])
+                            .inc();
+                        LedgerResponse::Rejected(e.to_string())
+                    }
+                }
+            }
+            LedgerRequest::Status => LedgerResponse::Status(self.status()),
+            LedgerRequest::Account(key) => LedgerResponse::Account(s.account(&key)),
+            LedgerRequest::Provider(key) => LedgerResponse::Provider(s.provider(&key).cloned()),
+            LedgerRequest::Providers => LedgerResponse::Providers(
+                s.providers().iter().map(|(k, p)| (*k, p.clone())).collect(),
+            ),
+            LedgerRequest::Deal(id) => LedgerResponse::Deal(s.deal(&id).cloned()),
+            LedgerRequest::DealsOf(creator) => LedgerResponse::Deals(
+                s.deals()
+                    .iter()
+                    .filter(|(_, d)| d.creator == creator)
+                    .map(|(id, d)| (*id, d.clone()))
+                    .collect(),
+            ),
+            LedgerRequest::Block(height) => LedgerResponse::Block(self.store.block(height)?),
+        }))
+    }
+
+    /// Cuts, persists and returns the next block; the answers it owes are in `waiting` order.
+    pub async fn cut_block(&mut self) -> Result<(SignedHeader, Vec<(u64, LedgerResponse)>)> {
+        let height = self.next_height();
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let txs = std::mem::take(&mut self.pending_txs);
+        let header = BlockHeader {
+            height,
+            epoch: self.pending.epoch(),
+            prev: self.head_hash(),
+            time_ms,
+            txs_root: chain::txs_root(&txs),
+            state_root: self.pending.state_root(),
+            sequencer: self.key.public(),
+        }
+        .sign(&self.key);
+        let block = Block {
+            header: header.clone(),
+            txs,
+        };
+        let state = self.pending.clone();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.commit(&block, &state))
+            .await
+            .context("the block writer panicked")?
+            .context("persisting a block")?;
+        self.committed =
+            std::mem::replace(&mut self.pending, Escrow::new(Params::default(), [0; 32]));
+        self.head = Some(header.clone());
+        self.metrics.height.set(height as i64);
+        let answers = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(|(id, tx_id)| (id, LedgerResponse::Included { height, tx_id }))
+            .collect();
+        self.prepare_next();
+        Ok((header, answers))
+    }
+}
+
+/// Runs the ledger until `shutdown`.
+pub async fn run(
+    mut ledger: Ledger,
+    net: NetHandle,
+    mut events: mpsc::Receiver<NetEvent>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(ledger.config.block_time);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            event = events.recv() => match event {
+                Some(NetEvent::LedgerRequest { id, request, .. }) => {
+                    let answer = match ledger.handle(id, request) {
+                        Ok(a) => a,
+                        Err(e) => Some(LedgerResponse::Error(format!("{e:#}"))),
+                    };
+                    if let Some(answer) = answer {
+                        net.respond(id, answer).await?;
+                    }
+                }
+                Some(NetEvent::Header(_)) => {}
+                None => break,
+            },
+            _ = tick.tick() => {
+                let (header, answers) = ledger.cut_block().await?;
+                for (id, answer) in answers {
+                    net.respond(id, answer).await?;
+                }
+                net.publish_header(&header).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,438 @@
+//! The libp2p node: one task owns the swarm; everything else talks to it through [`NetHandle`].
+//!
+//! Transports: TCP + Noise + Yamux, and QUIC. Behaviours: identify, ping, Kademlia (server mode, so
+//! loopback networks route), gossipsub for block headers, request-response for ledger messages
+//! (`/atlas/ledger/1`, length-prefixed postcard with size caps), and raw streams for shard bytes
+//! (`/atlas/shard/1`). The loop's order is: shutdown, local commands, swarm events.
+
+mod codec;
+
+use anyhow::{anyhow, Context as _, Result};
+use atlas_protocol::chain::SignedHeader;
+use atlas_protocol::wire::{self, LedgerRequest, LedgerResponse, BLOCKS_TOPIC, LEDGER_PROTOCOL};
+use atlas_protocol::Keypair;
+use codec::LedgerCodec;
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic};
+use libp2p::metrics::{Metrics, Recorder};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self as rr, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, kad, noise, ping, tcp, yamux, StreamProtocol, Swarm};
+pub use libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long a ledger request may take before it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const COMMAND_QUEUE: usize = 256;
+const EVENT_QUEUE: usize = 256;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    ledger: rr::Behaviour<LedgerCodec>,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// Converts an Atlas key into the libp2p identity of the same ed25519 key: a node's peer id and
+/// its ledger account are one key.
+pub fn identity(key: &Keypair) -> Result<libp2p::identity::Keypair> {
+    let mut secret = key.secret_bytes();
+    libp2p::identity::Keypair::ed25519_from_bytes(&mut secret)
+        .map_err(|e| anyhow!("converting the node key: {e}"))
+}
+
+/// The peer id inside a `/p2p/` multiaddr.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// What the network tells the services that run on it.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A peer asks the ledger something; answer with [`NetHandle::respond`] and this id.
+    LedgerRequest {
+        id: u64,
+        peer: PeerId,
+        request: LedgerRequest,
+    },
+    /// A block header arrived on gossipsub (not yet verified).
+    Header(SignedHeader),
+}
+
+enum Command {
+    Request {
+        peer: PeerId,
+        addr: Option<Multiaddr>,
+        request: Box<LedgerRequest>,
+        reply: oneshot::Sender<Result<LedgerResponse>>,
+    },
+    Respond {
+        id: u64,
+        response: Box<LedgerResponse>,
+    },
+    PublishHeader(Vec<u8>),
+    Dial(Multiaddr),
+}
+
+/// A cheap, cloneable handle to the network task.
+#[derive(Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    listen: Vec<Multiaddr>,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for NetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NetHandle({})", self.peer_id)
+    }
+}
+
+impl NetHandle {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Full listen addresses, with `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen
+    }
+
+    /// A control for raw shard streams.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
+    }
+
+    async fn send(&self, cmd: Command) -> Result<()> {
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| anyhow!("the network task has stopped"))
+    }
+
+    /// Sends a ledger request to `peer` (at `addr`, if not yet known) and waits for the answer.
+    pub async fn ledger_request(
+        &self,
+        peer: PeerId,
+        addr: Option<Multiaddr>,
+        request: LedgerRequest,
+    ) -> Result<LedgerResponse> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Request {
+            peer,
+            addr,
+            request: Box::new(request),
+            reply,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| anyhow!("the network task dropped the request"))?
+    }
+
+    /// Answers an inbound ledger request.
+    pub async fn respond(&self, id: u64, response: LedgerResponse) -> Result<()> {
+        self.send(Command::Respond {
+            id,
+            response: Box::new(response),
+        })
+        .await
+    }
+
+    /// Publishes an encoded signed header on the blocks topic.
+    pub async fn publish_header(&self, header: &SignedHeader) -> Result<()> {
+        self.send(Command::PublishHeader(wire::encode(header)))
+            .await
+    }
+
+    /// Connects to a peer (e.g. the ledger, to follow its block headers).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
+        self.send(Command::Dial(addr)).await
+    }
+}
+
+/// Network settings.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Addresses to listen on; empty for a client that only dials.
+    pub listen: Vec<Multiaddr>,
+    /// A label for logs.
+    pub name: String,
+}
+
+/// Starts the network task. Returns once every listener has its address.
+pub async fn start(
+    key: &Keypair,
+    config: NetConfig,
+    registry: &mut Registry,
+    shutdown: CancellationToken,
+) -> Result<(
+    NetHandle,
+    mpsc::Receiver<NetEvent>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let id_keys = identity(key)?;
+    let peer_id = id_keys.public().to_peer_id();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(id_keys)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .context("setting up TCP")?
+        .with_quic()
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(
+            |key| -> std::result::Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_millis(500))
+                    .heartbeat_initial_delay(Duration::from_millis(100))
+                    .mesh_n_low(1)
+                    .mesh_n(3)
+                    .mesh_n_high(6)
+                    .mesh_outbound_min(1)
+                    .build()
+                    .map_err(|e| format!("gossipsub config: {e}"))?;
+                let gossipsub = gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    gossip_config,
+                )?;
+                let mut kad = kad::Behaviour::new(
+                    key.public().to_peer_id(),
+                    kad::store::MemoryStore::new(key.public().to_peer_id()),
+                );
+                kad.set_mode(Some(kad::Mode::Server));
+                Ok(Behaviour {
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/atlas/1".into(), key.public())
+                            .with_agent_version(format!("atlas/{}", env!("CARGO_PKG_VERSION"))),
+                    ),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    kad,
+                    gossipsub,
+                    ledger: rr::Behaviour::with_codec(
+                        LedgerCodec,
+                        [(StreamProtocol::new(LEDGER_PROTOCOL), ProtocolSupport::Full)],
+                        rr::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+                    ),
+                    stream: libp2p_stream::Behaviour::new(),
+                })
+            },
+        )
+        .map_err(|e| anyhow!("building the network behaviour: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    let metrics = Metrics::new(registry);
+    let topic = IdentTopic::new(BLOCKS_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| anyhow!("subscribing to {BLOCKS_TOPIC}: {e}"))?;
+
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    // Learn the real addresses (ports chosen by the OS) before anyone asks for them.
+    let mut listen = Vec::new();
+    while listen.len() < config.listen.len() {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                listen.push(address.with_p2p(peer_id).unwrap_or_else(|a| a));
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(anyhow!("listener failed: {error}"));
+            }
+            SwarmEvent::ListenerClosed { reason, .. } => {
+                return Err(anyhow!("listener closed: {reason:?}"));
+            }
+            _ => {}
+        }
+    }
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let handle = NetHandle {
+        commands: cmd_tx,
+        peer_id,
+        listen,
+        streams: swarm.behaviour().stream.new_control(),
+    };
+    let task = EventLoop {
+        swarm,
+        commands: cmd_rx,
+        events: event_tx,
+        pending: HashMap::new(),
+        inbound: HashMap::new(),
+        next_inbound: 0,
+        metrics,
+        topic,
+        name: config.name,
+    };
+    let join = tokio::spawn(task.run(shutdown));
+    Ok((handle, event_rx, join))
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetEvent>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<LedgerResponse>>>,
+    inbound: HashMap<u64, ResponseChannel<LedgerResponse>>,
+    next_inbound: u64,
+    metrics: Metrics,
+    topic: IdentTopic,
+    name: String,
+}
+
+impl EventLoop {
+    async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.swarm_event(event).await,
+            }
+        }
+        tracing::debug!(node = %self.name, "network task stopped");
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request {
+                peer,
+                addr,
+                request,
+                reply,
+            } => {
+                if let Some(addr) = addr {
+                    self.swarm.add_peer_address(peer, addr);
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .ledger
+                    .send_request(&peer, *request);
+                self.pending.insert(id, reply);
+            }
+            Command::Respond { id, response } => {
+                if let Some(channel) = self.inbound.remove(&id) {
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .ledger
+                        .send_response(channel, *response)
+                        .is_err()
+                    {
+                        tracing::debug!(node = %self.name, id, "requester went away before the answer");
+                    }
+                }
+            }
+            Command::PublishHeader(bytes) => {
+                let topic = self.topic.clone();
+                if let Err(error) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+                    // No subscriber yet is normal for a lone ledger.
+                    tracing::trace!(node = %self.name, %error, "header not published");
+                }
+            }
+            Command::Dial(addr) => {
+                if let Err(error) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(node = %self.name, %addr, %error, "dial failed");
+                }
+            }
+        }
+    }
+
+    async fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(&event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Ledger(event)) => self.ledger_event(event).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
+                self.metrics.record(&event);
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.metrics.record(&event),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.metrics.record(&event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
+                self.metrics.record(&event);
+                if let gossipsub::Event::Message { message, .. } = event {
+                    match wire::decode::<SignedHeader>(&message.data, 4096) {
+                        Ok(header) => {
+                            // Drop rather than block the swarm when the service is behind.
+                            let _ = self.events.try_send(NetEvent::Header(header));
+                        }
+                        Err(error) => {
+                            tracing::debug!(node = %self.name, %error, "bad header on gossip")
+                        }
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(node = %self.name, ?peer_id, %error, "connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    async fn ledger_event(&mut self, event: rr::Event<LedgerRequest, LedgerResponse>) {
+        match event {
+            rr::Event::Message { peer, message, .. } => match message {
+                rr::Message::Request {
+                    request, channel, ..
+                } => {
+                    let id = self.next_inbound;
+                    self.next_inbound += 1;
+                    self.inbound.insert(id, channel);
+                    let event = NetEvent::LedgerRequest { id, peer, request };
+                    if self.events.send(event).await.is_err() {
+                        self.inbound.remove(&id);
+                    }
+                }
+                rr::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            rr::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(anyhow!("request to {peer} failed: {error}")));
+                }
+            }
+            rr::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(node = %self.name, %peer, %error, "inbound ledger request failed");
+            }
+            rr::Event::ResponseSent { .. } => {}
+        }
+    }
+}

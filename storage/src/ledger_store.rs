@@ -1,0 +1,127 @@
+//! The ledger's persistence: blocks by height and the escrow state after the newest block, written
+//! together in one synced RocksDB batch so a restart resumes at the same height with the same state.
+
+use atlas_protocol::chain::Block;
+use atlas_protocol::escrow::Escrow;
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const CF_BLOCKS: &str = "blocks";
+const CF_META: &str = "meta";
+const STATE_KEY: &[u8] = b"state";
+
+/// Why the ledger store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerStoreError {
+    #[error("ledger database: {0}")]
+    Db(String),
+    #[error("ledger record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+fn db_err(e: rocksdb::Error) -> LedgerStoreError {
+    LedgerStoreError::Db(e.into_string())
+}
+
+/// The state record: the escrow after block `height`, and that block's header hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum StateRecord {
+    V1 {
+        height: u64,
+        head_hash: [u8; 32],
+        escrow: Escrow,
+    },
+}
+
+/// What a restart resumes from.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// Height of the newest persisted block.
+    pub height: u64,
+    pub head_hash: [u8; 32],
+    pub escrow: Escrow,
+}
+
+/// RocksDB-backed ledger store.
+#[derive(Debug)]
+pub struct LedgerStore {
+    db: DB,
+}
+
+impl LedgerStore {
+    pub fn open(dir: &Path) -> Result<Self, LedgerStoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        let cfs =
+            [CF_BLOCKS, CF_META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
+    }
+
+    /// The state to resume from, if any block was ever persisted.
+    pub fn resume(&self) -> Result<Option<Resume>, LedgerStoreError> {
+        let Some(bytes) = self
+            .db
+            .get_cf(self.cf(CF_META), STATE_KEY)
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let StateRecord::V1 {
+            height,
+            head_hash,
+            escrow,
+        } = postcard::from_bytes(&bytes)
+            .map_err(|e| LedgerStoreError::Corrupt(format!("state: {e}")))?;
+        Ok(Some(Resume {
+            height,
+            head_hash,
+            escrow,
+        }))
+    }
+
+    /// Persists a block and the state after it, atomically and durably.
+    pub fn commit(&self, block: &Block, escrow: &Escrow) -> Result<(), LedgerStoreError> {
+        let header = &block.header.header;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_BLOCKS),
+            header.height.to_be_bytes(),
+            postcard::to_stdvec(block).expect("serializing to a Vec cannot fail"),
+        );
+        let rec = StateRecord::V1 {
+            height: header.height,
+            head_hash: header.hash(),
+            escrow: escrow.clone(),
+        };
+        batch.put_cf(
+            self.cf(CF_META),
+            STATE_KEY,
+            postcard::to_stdvec(&rec).expect("serializing to a Vec cannot fail"),
+        );
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w).map_err(db_err)
+    }
+
+    /// The block at `height`, if persisted.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, LedgerStoreError> {
+        self.db
+            .get_cf(self.cf(CF_BLOCKS), height.to_be_bytes())
+            .map_err(db_err)?
+            .map(|b| {
+                postcard::from_bytes(&b)
+                    .map_err(|e| LedgerStoreError::Corrupt(format!("block {height}: {e}")))
+            })
+            .transpose()
+    }
+}
