@@ -77,6 +77,11 @@ impl LedgerClient {
         })
     }
 
+    /// The network node this client talks through.
+    pub fn net(&self) -> &NetHandle {
+        &self.net
+    }
+
     pub async fn request(&self, request: LedgerRequest) -> Result<LedgerResponse> {
         let response = self
             .net

@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 /// File name of the node key inside the home.
 pub const KEY_FILE: &str = "key";
 
+/// A throwaway key, for commands that only read (the network needs some identity).
+pub fn ephemeral_key() -> Result<Keypair> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("the OS gave no randomness for a key: {e}"))?;
+    Ok(Keypair::from_secret(secret))
+}
+
 /// The node's home directory.
 #[derive(Debug, Clone)]
 pub struct Home {

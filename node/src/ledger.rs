@@ -209,44 +209,20 @@ impl Ledger {
     pub fn handle(&mut self, id: u64, request: LedgerRequest) -> Result<Option<LedgerResponse>> {
         let s = &self.committed;
         Ok(Some(match request {
-            LedgerRequest::Submit(signed) => {
-                let tx = match signed.verify() {
-                    Ok(tx) => tx,
-                    Err(e) => return Ok(Some(LedgerResponse::Rejected(e.to_string()))),
-                };
-                let kind = tx.body.kind().to_string();
-                if self.pending_txs.len() >= MAX_PENDING_TXS {
-                    return Ok(Some(LedgerResponse::Rejected(
-                        "the ledger is busy; retry after the next block".into(),
-                    )));
+            LedgerRequest::Submit(signed) => match self.accept(signed) {
+                Ok(tx_id) => {
+                    self.waiting.push((id, tx_id));
+                    return Ok(None);
                 }
-                match self.pending.apply(&tx) {
-                    Ok(()) => {
-                        self.metrics
-                            .txs
-                            .get_or_create(&vec![
-                                ("kind".into(), kind),
-                                ("result".into(), "accepted".into()),
-                            ])
-                            .inc();
-                        self.waiting.push((id, signed.id()));
-                        self.pending_txs.push(signed);
-                        return Ok(None);
-                    }
-                    Err(e) => {
-                        self.metrics
-                            .txs
-                            .get_or_create(&vec![
-                                ("kind".into(), kind),
-                                ("result".into(), "rejected".into()),
-                            ])
-                            .inc();
-                        LedgerResponse::Rejected(e.to_string())
-                    }
-                }
-            }
+                Err(reason) => LedgerResponse::Rejected(reason),
+            },
+            LedgerRequest::Enqueue(signed) => match self.accept(signed) {
+                Ok(tx_id) => LedgerResponse::Accepted { tx_id },
+                Err(reason) => LedgerResponse::Rejected(reason),
+            },
             LedgerRequest::Status => LedgerResponse::Status(self.status()),
-            LedgerRequest::Account(key) => LedgerResponse::Account(s.account(&key)),
+            // The latest accepted view, so a submitter's next nonce counts queued transactions.
+            LedgerRequest::Account(key) => LedgerResponse::Account(self.pending.account(&key)),
             LedgerRequest::Provider(key) => LedgerResponse::Provider(s.provider(&key).cloned()),
             LedgerRequest::Providers => LedgerResponse::Providers(
                 s.providers().iter().map(|(k, p)| (*k, p.clone())).collect(),
@@ -260,7 +236,53 @@ impl Ledger {
                     .collect(),
             ),
             LedgerRequest::Block(height) => LedgerResponse::Block(self.store.block(height)?),
+            LedgerRequest::HeldBy(provider) => LedgerResponse::Deals(
+                s.deals()
+                    .iter()
+                    .filter(|(_, d)| d.slots.iter().any(|slot| slot.holder == Some(provider)))
+                    .map(|(id, d)| (*id, d.clone()))
+                    .collect(),
+            ),
+            LedgerRequest::Find(prefix) => {
+                let prefix = prefix.to_ascii_lowercase();
+                LedgerResponse::Deals(
+                    s.deals()
+                        .iter()
+                        .filter(|(id, d)| {
+                            d.object.to_string().starts_with(&prefix)
+                                || id.to_string().starts_with(&prefix)
+                        })
+                        .map(|(id, d)| (*id, d.clone()))
+                        .collect(),
+                )
+            }
         }))
+    }
+
+    /// Validates a transaction against the next block's state and queues it.
+    fn accept(&mut self, signed: atlas_protocol::escrow::SignedTx) -> Result<[u8; 32], String> {
+        let tx = signed.verify().map_err(|e| e.to_string())?;
+        let kind = tx.body.kind().to_string();
+        if self.pending_txs.len() >= MAX_PENDING_TXS {
+            return Err("the ledger is busy; retry after the next block".into());
+        }
+        let result = self.pending.apply(&tx);
+        let label = if result.is_ok() {
+            "accepted"
+        } else {
+            "rejected"
+        };
+        self.metrics
+            .txs
+            .get_or_create(&vec![
+                ("kind".into(), kind),
+                ("result".into(), label.into()),
+            ])
+            .inc();
+        result.map_err(|e| e.to_string())?;
+        let tx_id = signed.id();
+        self.pending_txs.push(signed);
+        Ok(tx_id)
     }
 
     /// Cuts, persists and returns the next block; the answers it owes are in `waiting` order.

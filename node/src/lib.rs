@@ -8,11 +8,14 @@
 
 pub mod cli;
 pub mod client;
+pub mod creator;
 pub mod home;
 pub mod ledger;
 pub mod metrics;
 pub mod net;
 pub mod progress;
+pub mod provider;
+pub mod shard;
 pub mod units;
 
 /// Logs to stderr, filtered by `ATLAS_LOG` (e.g. `debug`, `atlas_node=debug`), else `default`.

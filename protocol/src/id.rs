@@ -67,6 +67,10 @@ hex_id!(
 pub struct IdPrefix(String);
 
 impl IdPrefix {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn matches(&self, id: &[u8; 32]) -> bool {
         hex::encode(id).starts_with(&self.0)
     }

@@ -34,6 +34,13 @@ pub enum LedgerRequest {
     /// Deals a creator opened.
     DealsOf(PublicKey),
     Block(u64),
+    /// Validate and queue a transaction; answered as soon as it is accepted for the next block
+    /// (for high-rate submitters like provers, which track their own nonces).
+    Enqueue(SignedTx),
+    /// Deals in which this provider holds (or is assigned) a slot.
+    HeldBy(PublicKey),
+    /// Deals whose object id or deal id starts with this lowercase hex prefix.
+    Find(String),
 }
 
 /// Where the chain stands.
@@ -67,6 +74,47 @@ pub enum LedgerResponse {
     Deals(Vec<(DealId, Deal)>),
     Block(Option<Block>),
     /// The request could not be served.
+    Error(String),
+    /// The transaction is accepted for the next block.
+    Accepted {
+        tx_id: [u8; 32],
+    },
+}
+
+/// Largest shard-protocol header frame.
+pub const MAX_SHARD_HEADER: usize = 64 * 1024;
+
+/// A request on an `/atlas/shard/1` stream. Several may follow each other on one stream; each is
+/// answered with one [`ShardResponse`] before the next is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardRequest {
+    /// Store shard `stripe` of `slot` of `deal`; `len` raw bytes follow this frame.
+    Put {
+        deal: DealId,
+        slot: u16,
+        stripe: u64,
+        len: u64,
+        siblings: Vec<crate::tree::Cv>,
+    },
+    /// Send shard `stripe` of `slot` of `object`, with the sibling CVs that prove it.
+    Get {
+        object: crate::id::ObjectId,
+        slot: u16,
+        stripe: u64,
+    },
+}
+
+/// The answer on an `/atlas/shard/1` stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardResponse {
+    /// Stored; `complete` when it was the slot's last shard (the provider then accepts the slot).
+    Stored { complete: bool },
+    /// `len` raw bytes follow this frame.
+    Shard {
+        len: u64,
+        siblings: Vec<crate::tree::Cv>,
+    },
+    /// Refused; the reason is for people.
     Error(String),
 }
 

@@ -400,57 +400,60 @@ impl SlotDir {
             .collect()
     }
 
-    /// Decodes the whole file to `out`, verifying every shard and the file hash. The bytes go to a
-    /// temporary file beside `out` that is renamed into place only once everything checks out.
+    /// Decodes the whole file to `out`, verifying every shard and the file hash (see
+    /// [`decode_to_file`]).
     pub fn decode_to(
         &mut self,
         out: &Path,
         progress: &mut dyn FnMut(u64),
     ) -> Result<DecodeStats, SlotDirError> {
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "output".into());
-        let tmp = parent.join(format!(".{name}.atlas-partial"));
-        let result = self.decode_into(&tmp, progress);
-        match result {
-            Ok(stats) => {
-                fs::rename(&tmp, out).map_err(io_err(out))?;
-                Ok(stats)
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+        let layout = self.layout;
+        let file_hash = self.manifest.manifest().file_hash;
+        decode_to_file(&layout, &file_hash, self, out, progress)
     }
+}
 
-    fn decode_into(
-        &mut self,
-        tmp: &Path,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<DecodeStats, SlotDirError> {
-        let file = File::create(tmp).map_err(io_err(tmp))?;
-        let mut out = HashingWriter {
+/// Decodes a whole object from `source` into `out`. The bytes go to a hidden temporary file beside
+/// `out` that is renamed into place only once the whole file's BLAKE3 matches `file_hash`; on any
+/// failure nothing is left behind.
+pub fn decode_to_file(
+    layout: &Layout,
+    file_hash: &[u8; 32],
+    source: &mut dyn ShardSource,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<DecodeStats, SlotDirError> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let tmp = parent.join(format!(".{name}.atlas-partial"));
+    let result = (|| {
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             hasher: blake3::Hasher::new(),
         };
-        let layout = self.layout;
-        let stats = erasure::decode_range(&layout, self, 0..layout.size(), &mut out, progress)?;
-        if out.hasher.finalize().as_bytes() != &self.manifest.manifest().file_hash {
+        let stats = erasure::decode_range(layout, source, 0..layout.size(), &mut w, progress)?;
+        if w.hasher.finalize().as_bytes() != file_hash {
             return Err(SlotDirError::HashMismatch);
         }
-        let file = out
+        let file = w
             .inner
             .into_inner()
-            .map_err(|e| io_err(tmp)(e.into_error()))?;
-        file.sync_all().map_err(io_err(tmp))?;
+            .map_err(|e| io_err(&tmp)(e.into_error()))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, out).map_err(io_err(out))?;
         Ok(stats)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    result
 }
 
 impl ShardSource for SlotDir {

@@ -1,8 +1,10 @@
 //! The `atlas` command line.
 
+mod creator;
 mod key;
 mod ledger;
 mod local;
+mod provider;
 mod wallet;
 
 use anyhow::Result;
@@ -49,6 +51,17 @@ pub enum Command {
     Ledger(ledger::LedgerCommand),
     /// Balance, devnet faucet and transfers for this key.
     Wallet(wallet::WalletArgs),
+    /// The storage provider service.
+    #[command(subcommand)]
+    Provider(provider::ProviderCommand),
+    /// Encode a file, open a deal with the escrow and upload its slots to providers.
+    Pin(creator::PinArgs),
+    /// Rebuild a pinned object from its holders, verified; works with up to m holders missing.
+    Get(creator::GetArgs),
+    /// Holders, slot states, proofs, payouts and escrow of one object.
+    Status(creator::StatusArgs),
+    /// This creator's catalogue with health and escrow.
+    Ls(creator::LsArgs),
 }
 
 /// Runs a parsed command line.
@@ -65,6 +78,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => local::verify(&ctx, args),
         Command::Ledger(cmd) => ledger::run(&ctx, cmd),
         Command::Wallet(args) => wallet::run(&ctx, args),
+        Command::Provider(cmd) => provider::run(&ctx, cmd),
+        Command::Pin(args) => creator::pin(&ctx, args),
+        Command::Get(args) => creator::get(&ctx, args),
+        Command::Status(args) => creator::status(&ctx, args),
+        Command::Ls(args) => creator::ls(&ctx, args),
     }
 }
 

@@ -83,6 +83,7 @@ enum Command {
     },
     PublishHeader(Vec<u8>),
     Dial(Multiaddr),
+    AddAddresses(PeerId, Vec<Multiaddr>),
 }
 
 /// A cheap, cloneable handle to the network task.
@@ -154,6 +155,11 @@ impl NetHandle {
     pub async fn publish_header(&self, header: &SignedHeader) -> Result<()> {
         self.send(Command::PublishHeader(wire::encode(header)))
             .await
+    }
+
+    /// Tells the swarm where a peer can be reached (before opening streams to it).
+    pub async fn add_addresses(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
+        self.send(Command::AddAddresses(peer, addrs)).await
     }
 
     /// Connects to a peer (e.g. the ledger, to follow its block headers).
@@ -351,6 +357,11 @@ impl EventLoop {
                 if let Err(error) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
                     // No subscriber yet is normal for a lone ledger.
                     tracing::trace!(node = %self.name, %error, "header not published");
+                }
+            }
+            Command::AddAddresses(peer, addrs) => {
+                for addr in addrs {
+                    self.swarm.add_peer_address(peer, addr);
                 }
             }
             Command::Dial(addr) => {

@@ -1,0 +1,453 @@
+//! `atlas pin | get | status | ls`: the creator's commands on the network.
+
+use super::Context;
+use crate::client::{ledger_addr, LedgerClient};
+use crate::creator::{self, NetShardSource};
+use crate::progress::Progress;
+use crate::units::{format_size, parse_size};
+use anyhow::{bail, Context as _, Result};
+use atlas_protocol::escrow::{Deal, SlotStatus};
+use atlas_protocol::layout::{Layout, ENCODING_RS_GF8_V1};
+use atlas_protocol::manifest::{Manifest, MANIFEST_VERSION};
+use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
+use atlas_protocol::DealId;
+use atlas_storage::slot_dir::{self, SlotDirWriter};
+use clap::Args;
+use serde_json::json;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The video (or any file) to pin.
+    pub file: PathBuf,
+    /// Data shards per stripe (k).
+    #[arg(long, short = 'k', default_value_t = 4)]
+    pub data_shards: u16,
+    /// Parity shards per stripe (m): how many holders may be lost.
+    #[arg(long, short = 'm', default_value_t = 2)]
+    pub parity_shards: u16,
+    /// Shard size: a power of two from 64KiB to 4MiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub shard_size: u64,
+    /// Epochs to pay for.
+    #[arg(long, default_value_t = 100)]
+    pub epochs: u64,
+    /// Highest provider price per GiB-epoch to accept.
+    #[arg(long, default_value_t = u128::MAX)]
+    pub max_price: u128,
+    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
+    #[arg(long)]
+    pub ledger: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Object id (or deal id), or any unique prefix of it.
+    pub id: String,
+    /// Where to write the file.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
+    #[arg(long)]
+    pub ledger: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Object id (or deal id), or any unique prefix of it.
+    pub id: String,
+    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
+    #[arg(long)]
+    pub ledger: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
+    #[arg(long)]
+    pub ledger: Option<String>,
+}
+
+fn slot_state(s: &SlotStatus) -> String {
+    match s {
+        SlotStatus::Pending { claimed: false, .. } => "pending".into(),
+        SlotStatus::Pending { claimed: true, .. } => "repairing".into(),
+        SlotStatus::Active { misses: 0 } => "active".into(),
+        SlotStatus::Active { misses } => format!("missed({misses})"),
+        SlotStatus::Freed => "freed".into(),
+        SlotStatus::Ended => "ended".into(),
+    }
+}
+
+/// Active slots minus the k needed: how many more holders may be lost.
+fn margin(d: &Deal) -> Result<i64> {
+    let k = d
+        .manifest
+        .verify()
+        .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?
+        .layout()
+        .data_shards() as i64;
+    let active = d
+        .slots
+        .iter()
+        .filter(|s| matches!(s.status, SlotStatus::Active { .. }))
+        .count() as i64;
+    Ok(active - k)
+}
+
+pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
+    let home = ctx.home()?;
+    let key = home.load_key()?;
+    let addr = ledger_addr(args.ledger.as_deref())?;
+    let file =
+        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let size = file.metadata()?.len();
+    let layout = Layout::new(
+        args.data_shards as usize,
+        args.parity_shards as usize,
+        args.shard_size,
+        size,
+    )
+    .context("bad encoding parameters")?;
+
+    // Encode into the home's object cache; the directory is named by object id once signed.
+    let objects = home.root().join("objects");
+    std::fs::create_dir_all(&objects)?;
+    let tmp = objects.join(format!(".encoding-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let writer = SlotDirWriter::create(&tmp, layout.total_shards())?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut progress = Progress::new("encoding", size, ctx.quiet);
+    let encoded = writer.encode(
+        BufReader::with_capacity(1 << 16, file),
+        layout,
+        threads,
+        &mut |d| progress.update(d),
+    )?;
+    progress.finish();
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        encoding: ENCODING_RS_GF8_V1.into(),
+        name: args
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        media_type: super::local::guess_media_type(&args.file).into(),
+        size,
+        file_hash: *encoded.file_hash.as_bytes(),
+        data_shards: args.data_shards,
+        parity_shards: args.parity_shards,
+        shard_size: layout.shard_size(),
+        stripes: layout.stripes(),
+        slot_roots: encoded.slot_roots.iter().map(|h| *h.as_bytes()).collect(),
+        creator: key.public(),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+    .sign(&key)?;
+    writer.finish(&layout, &manifest)?;
+    let dir = objects.join(manifest.id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)?;
+
+    let quiet = ctx.quiet;
+    let deal = super::runtime()?.block_on(async {
+        let client = LedgerClient::connect(&key, addr).await?;
+        let mut up = Progress::new(
+            "uploading",
+            layout.slot_len() * layout.total_shards() as u64,
+            quiet,
+        );
+        let deal = creator::pin(
+            &client,
+            client.net(),
+            &key,
+            &dir,
+            args.epochs,
+            args.max_price,
+            &mut |done, _| up.update(done),
+        )
+        .await?;
+        up.finish();
+        let info = creator::deal_info(&client, deal).await?;
+        anyhow::Ok((deal, info))
+    })?;
+    let (deal_id, info) = deal;
+    if ctx.json {
+        ctx.print_json(&json!({
+            "object_id": manifest.id().to_string(),
+            "deal_id": deal_id.to_string(),
+            "size": size,
+            "slots": info.slots.iter().map(|s| json!({
+                "holder": s.holder.map(|h| h.to_string()),
+                "price_per_epoch": s.price.to_string(),
+            })).collect::<Vec<_>>(),
+            "escrow": info.escrow.to_string(),
+            "end_epoch": info.end_epoch,
+        }));
+    } else {
+        println!("{}", manifest.id());
+        eprintln!(
+            "pinned {} ({}) as {}+{} to {} providers; deal {}, {} per epoch, escrow {} (until epoch {})",
+            args.file.display(),
+            format_size(size),
+            layout.data_shards(),
+            layout.parity_shards(),
+            layout.total_shards(),
+            deal_id.short(),
+            info.price_per_epoch(),
+            info.escrow,
+            info.end_epoch
+        );
+    }
+    Ok(())
+}
+
+pub fn get(ctx: &Context, args: GetArgs) -> Result<()> {
+    if args.out.exists() && !args.force {
+        bail!(
+            "{} already exists; choose another --out or pass --force",
+            args.out.display()
+        );
+    }
+    let key = match ctx.home()?.load_key() {
+        Ok(k) => k,
+        // Reading needs no account: any key will do for the connection.
+        Err(_) => crate::home::ephemeral_key()?,
+    };
+    let addr = ledger_addr(args.ledger.as_deref())?;
+    let quiet = ctx.quiet;
+    let (stats, failed, manifest) = super::runtime()?.block_on(async {
+        let client = LedgerClient::connect(&key, addr).await?;
+        let (_, deal) = creator::find_deal(&client, &args.id).await?;
+        let manifest = deal
+            .manifest
+            .verify()
+            .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
+        let mut holders = Vec::new();
+        for s in &deal.slots {
+            let holder = match (s.holder, &s.status) {
+                (Some(h), SlotStatus::Active { .. } | SlotStatus::Pending { .. }) => {
+                    match client.request(LedgerRequest::Provider(h)).await? {
+                        LedgerResponse::Provider(p) => p,
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            holders.push(holder);
+        }
+        let mut source = NetShardSource::new(
+            tokio::runtime::Handle::current(),
+            client.net().clone(),
+            manifest.clone(),
+            holders,
+        )?;
+        let out = args.out.clone();
+        let layout = manifest.layout();
+        let file_hash = manifest.manifest().file_hash;
+        let (stats, failed) = tokio::task::spawn_blocking(move || {
+            let mut progress = Progress::new("downloading", layout.size(), quiet);
+            let r = slot_dir::decode_to_file(&layout, &file_hash, &mut source, &out, &mut |d| {
+                progress.update(d)
+            });
+            progress.finish();
+            (r, source.failed_slots())
+        })
+        .await?;
+        let stats = match stats {
+            Ok(s) => s,
+            Err(slot_dir::SlotDirError::Decode(
+                atlas_protocol::erasure::DecodeError::NotEnoughShards {
+                    stripe,
+                    available,
+                    needed,
+                },
+            )) => bail!(
+                "cannot rebuild: stripe {stripe} has only {available} of the {needed} shards it needs (holders of slots {failed:?} could not serve); nothing was written"
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        anyhow::Ok((stats, failed, manifest))
+    })?;
+    if ctx.json {
+        ctx.print_json(&json!({
+            "object_id": manifest.id().to_string(),
+            "out": args.out,
+            "size": stats.bytes_written,
+            "verified": true,
+            "reconstructed_stripes": stats.reconstructed_stripes,
+            "unavailable_slots": failed,
+        }));
+    } else {
+        println!(
+            "wrote {} ({}), BLAKE3 verified",
+            args.out.display(),
+            format_size(stats.bytes_written)
+        );
+        if !failed.is_empty() {
+            eprintln!(
+                "holders of slots {failed:?} did not serve; rebuilt {} of {} stripes from parity",
+                stats.reconstructed_stripes, stats.stripes
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn status(ctx: &Context, args: StatusArgs) -> Result<()> {
+    let key = match ctx.home()?.load_key() {
+        Ok(k) => k,
+        Err(_) => crate::home::ephemeral_key()?,
+    };
+    let addr = ledger_addr(args.ledger.as_deref())?;
+    let (deal_id, deal, epoch) = super::runtime()?.block_on(async {
+        let client = LedgerClient::connect(&key, addr).await?;
+        let (id, deal) = creator::find_deal(&client, &args.id).await?;
+        let epoch = client.status().await?.epoch;
+        anyhow::Ok((id, deal, epoch))
+    })?;
+    print_status(ctx, deal_id, &deal, epoch)
+}
+
+fn print_status(ctx: &Context, deal_id: DealId, deal: &Deal, epoch: u64) -> Result<()> {
+    let manifest = deal
+        .manifest
+        .verify()
+        .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
+    let m = manifest.manifest();
+    let margin = margin(deal)?;
+    if ctx.json {
+        ctx.print_json(&json!({
+            "object_id": deal.object.to_string(),
+            "deal_id": deal_id.to_string(),
+            "name": m.name,
+            "size": m.size,
+            "epoch": epoch,
+            "end_epoch": deal.end_epoch,
+            "ended": deal.ended,
+            "escrow": deal.escrow.to_string(),
+            "reserve": deal.reserve.to_string(),
+            "epochs_covered": deal.epochs_covered(),
+            "margin": margin,
+            "slots": deal.slots.iter().enumerate().map(|(j, s)| json!({
+                "slot": j,
+                "holder": s.holder.map(|h| h.to_string()),
+                "state": slot_state(&s.status),
+                "misses": s.total_misses,
+                "repairs": s.repairs,
+                "paid": s.paid.to_string(),
+                "price_per_epoch": s.price.to_string(),
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    println!("object   {}", deal.object);
+    println!("deal     {}", deal_id);
+    println!(
+        "file     {} ({}), {}+{}",
+        m.name,
+        format_size(m.size),
+        m.data_shards,
+        m.parity_shards
+    );
+    println!(
+        "epoch    {epoch}; paid through epoch {} ({}), escrow {} covers {} more epochs, reserve {}",
+        deal.end_epoch.saturating_sub(1),
+        if deal.ended { "ended" } else { "live" },
+        deal.escrow,
+        deal.epochs_covered(),
+        deal.reserve
+    );
+    println!("health   {margin} slot(s) may still be lost");
+    println!("slot  holder        state        misses  repairs  paid");
+    for (j, s) in deal.slots.iter().enumerate() {
+        println!(
+            "{j:>4}  {:<12}  {:<11}  {:>6}  {:>7}  {}",
+            s.holder
+                .map(|h| h.to_string()[..12].to_string())
+                .unwrap_or_else(|| "-".into()),
+            slot_state(&s.status),
+            s.total_misses,
+            s.repairs,
+            s.paid
+        );
+    }
+    Ok(())
+}
+
+pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
+    let key = ctx.home()?.load_key()?;
+    let addr = ledger_addr(args.ledger.as_deref())?;
+    let deals = super::runtime()?.block_on(async {
+        let client = LedgerClient::connect(&key, addr).await?;
+        match client.request(LedgerRequest::DealsOf(key.public())).await? {
+            LedgerResponse::Deals(d) => anyhow::Ok(d),
+            other => bail!("unexpected ledger answer: {other:?}"),
+        }
+    })?;
+    let mut rows = Vec::new();
+    for (id, d) in &deals {
+        let m = d
+            .manifest
+            .verify()
+            .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
+        rows.push((
+            id,
+            d,
+            m.manifest().name.clone(),
+            m.manifest().size,
+            margin(d)?,
+        ));
+    }
+    if ctx.json {
+        ctx.print_json(&json!({
+            "objects": rows.iter().map(|(id, d, name, size, margin)| json!({
+                "object_id": d.object.to_string(),
+                "deal_id": id.to_string(),
+                "name": name,
+                "size": size,
+                "margin": margin,
+                "ended": d.ended,
+                "escrow": d.escrow.to_string(),
+                "epochs_covered": d.epochs_covered(),
+                "end_epoch": d.end_epoch,
+            })).collect::<Vec<_>>(),
+            "worst_margin": rows.iter().filter(|r| !r.1.ended).map(|r| r.4).min(),
+        }));
+        return Ok(());
+    }
+    println!("object        name                      size        health  escrow      until");
+    for (_, d, name, size, margin) in &rows {
+        println!(
+            "{}  {:<24}  {:>10}  {:>6}  {:>10}  {}",
+            d.object.short(),
+            name.chars().take(24).collect::<String>(),
+            format_size(*size),
+            if d.ended {
+                "ended".to_string()
+            } else {
+                format!("+{margin}")
+            },
+            d.escrow,
+            d.end_epoch
+        );
+    }
+    let live: Vec<_> = rows.iter().filter(|r| !r.1.ended).collect();
+    if let Some(worst) = live.iter().map(|r| r.4).min() {
+        println!(
+            "{} objects; worst health +{worst} (slots that may still be lost)",
+            live.len()
+        );
+    } else {
+        println!("no live objects");
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `atlas provider run`.
+
+use super::Context;
+use crate::client::ledger_addr;
+use crate::provider::{Provider, ProviderConfig};
+use crate::units::parse_size;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use libp2p::Multiaddr;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Offer storage: register, take slots, prove every epoch, serve reads.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to listen on (repeat for more) [default: loopback TCP and QUIC, ports chosen by the OS].
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Disk space offered for slots.
+    #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+    pub capacity: u64,
+    /// Price per GiB per epoch, in base units.
+    #[arg(long, default_value_t = 1000)]
+    pub price: u128,
+    /// Collateral to lock with the ledger (funded from the devnet faucet if the balance is short).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub collateral: u128,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
+    #[arg(long)]
+    pub ledger: Option<String>,
+    /// How often to check the ledger for new epochs and slots.
+    #[arg(long, default_value = "500ms", value_parser = crate::units::parse_duration)]
+    pub poll: Duration,
+}
+
+pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
+    let ProviderCommand::Run(args) = cmd;
+    crate::init_logging("info,libp2p_swarm=warn,libp2p_kad=error");
+    let home = ctx.home()?;
+    let key = home.load_or_generate_key()?;
+    let ledger = ledger_addr(args.ledger.as_deref())?;
+    super::runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let mut registry = Registry::default();
+        let listen = if args.listen.is_empty() {
+            super::ledger::default_listen()
+        } else {
+            args.listen
+        };
+        let (provider, net_task) = Provider::start(
+            &home.root().join("slots"),
+            key,
+            ProviderConfig {
+                capacity: args.capacity,
+                price: args.price,
+                collateral: args.collateral,
+                listen,
+            },
+            ledger,
+            &mut registry,
+            shutdown.clone(),
+        )
+        .await?;
+        println!("provider {}", provider.net().peer_id());
+        for addr in provider.net().listen_addrs() {
+            println!("listening on {addr}");
+        }
+        let registry = Arc::new(Mutex::new(registry));
+        if let Some(addr) = args.metrics {
+            let bound = crate::metrics::serve(addr, registry.clone(), shutdown.clone()).await?;
+            println!("metrics on http://{bound}/metrics");
+        }
+        super::flush_stdout();
+        provider.serve_streams(shutdown.clone())?;
+        let prover = tokio::spawn(provider.clone().run_prover(args.poll, shutdown.clone()));
+        super::wait_for_signal().await;
+        shutdown.cancel();
+        let _ = prover.await;
+        let _ = net_task.await;
+        Ok(())
+    })
+}

@@ -1,0 +1,396 @@
+//! The creator's side: pin an encoded object to providers, and read any object back from its
+//! holders, verified.
+
+use crate::client::LedgerClient;
+use crate::net::{NetHandle, PeerId};
+use crate::shard;
+use anyhow::{anyhow, bail, Context as _, Result};
+use atlas_protocol::erasure::ShardSource;
+use atlas_protocol::escrow::{Deal, Escrow, Provider, SlotStatus, TxBody};
+use atlas_protocol::manifest::VerifiedManifest;
+use atlas_protocol::tree::{shard_level, verify_shard, Outboard, TreeShape};
+use atlas_protocol::wire::{LedgerRequest, LedgerResponse, ShardRequest, ShardResponse};
+use atlas_protocol::{DealId, Keypair, PublicKey};
+use atlas_storage::slot_dir::{self, SlotDir};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Registered providers, from the ledger.
+pub async fn providers(ledger: &LedgerClient) -> Result<Vec<(PublicKey, Provider)>> {
+    match ledger.request(LedgerRequest::Providers).await? {
+        LedgerResponse::Providers(p) => Ok(p),
+        other => bail!("unexpected ledger answer: {other:?}"),
+    }
+}
+
+/// Picks `n` distinct providers that can hold a slot of `slot_len` at no more than `max_price`:
+/// cheapest first, then most free space.
+pub fn choose_providers(
+    all: &[(PublicKey, Provider)],
+    n: usize,
+    slot_len: u64,
+    max_price: u128,
+    exclude: &[PublicKey],
+) -> Result<Vec<(PublicKey, Provider)>> {
+    let mut fit: Vec<&(PublicKey, Provider)> = all
+        .iter()
+        .filter(|(k, p)| {
+            p.exiting_since.is_none()
+                && p.price <= max_price
+                && p.capacity.saturating_sub(p.used) >= slot_len
+                && !exclude.contains(k)
+        })
+        .collect();
+    fit.sort_by_key(|(k, p)| (p.price, std::cmp::Reverse(p.capacity - p.used), *k));
+    if fit.len() < n {
+        bail!(
+            "only {} of the {} registered providers can take a {}-byte slot at price <= {max_price}; {n} are needed (one per slot)",
+            fit.len(),
+            all.len(),
+            slot_len
+        );
+    }
+    Ok(fit.into_iter().take(n).cloned().collect())
+}
+
+/// Addresses a provider registered, parsed.
+pub fn provider_addrs(p: &Provider) -> Vec<crate::net::Multiaddr> {
+    p.addrs.iter().filter_map(|a| a.parse().ok()).collect()
+}
+
+/// Opens a shard stream to a provider.
+pub async fn open_shard_stream(
+    net: &NetHandle,
+    provider: &Provider,
+) -> Result<(PeerId, libp2p::Stream)> {
+    let peer = PeerId::from_bytes(&provider.peer_id).context("provider has an invalid peer id")?;
+    net.add_addresses(peer, provider_addrs(provider)).await?;
+    let stream = net
+        .streams()
+        .open_stream(peer, shard::PROTOCOL)
+        .await
+        .map_err(|e| anyhow!("cannot open a shard stream to {peer}: {e}"))?;
+    Ok((peer, stream))
+}
+
+/// Streams every shard of slot `slot` from the encoded directory to its provider.
+pub async fn upload_slot(
+    net: &NetHandle,
+    dir: &Path,
+    manifest: &VerifiedManifest,
+    deal: DealId,
+    slot: u16,
+    provider: &Provider,
+    sent: Arc<AtomicU64>,
+) -> Result<()> {
+    let layout = manifest.layout();
+    let c = layout.shard_size();
+    let shape = TreeShape::new(layout.slot_len())?;
+    let level = shard_level(c);
+    let ob_bytes = tokio::fs::read(slot_dir::outboard_path(dir, slot as usize)).await?;
+    let outboard = Outboard::from_bytes(shape, &ob_bytes)?;
+    let data = std::fs::File::open(slot_dir::data_path(dir, slot as usize))?;
+    let (_, mut stream) = open_shard_stream(net, provider).await?;
+    let mut buf = vec![0u8; c as usize];
+    for stripe in 0..layout.stripes() {
+        data.read_exact_at(&mut buf, stripe * c)?;
+        let siblings = if level == shape.height() {
+            Vec::new()
+        } else {
+            outboard.siblings(level, stripe)?
+        };
+        shard::write_request(
+            &mut stream,
+            &ShardRequest::Put {
+                deal,
+                slot,
+                stripe,
+                len: c,
+                siblings,
+            },
+        )
+        .await?;
+        futures::AsyncWriteExt::write_all(&mut stream, &buf).await?;
+        match shard::read_response(&mut stream).await? {
+            ShardResponse::Stored { .. } => {}
+            ShardResponse::Error(e) => bail!("provider refused shard {stripe} of slot {slot}: {e}"),
+            other => bail!("unexpected provider answer: {other:?}"),
+        }
+        sent.fetch_add(c, Ordering::Relaxed);
+    }
+    futures::AsyncWriteExt::close(&mut stream).await.ok();
+    Ok(())
+}
+
+/// Opens a deal for an encoded directory, uploads every slot in parallel, and waits until every
+/// provider has accepted. Returns the deal id.
+pub async fn pin(
+    ledger: &LedgerClient,
+    net: &NetHandle,
+    key: &Keypair,
+    dir: &Path,
+    epochs: u64,
+    max_price: u128,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<DealId> {
+    let slot_dir = SlotDir::open(dir)?;
+    let manifest = slot_dir.manifest().clone();
+    let layout = manifest.layout();
+    let n = layout.total_shards();
+    let all = providers(ledger).await?;
+    let chosen = choose_providers(&all, n, layout.slot_len(), max_price, &[])?;
+    let nonce = ledger.account(&key.public()).await?.nonce;
+    ledger
+        .submit(
+            key,
+            TxBody::OpenDeal {
+                manifest: manifest.signed().clone(),
+                providers: chosen.iter().map(|(k, _)| *k).collect(),
+                epochs,
+                max_price,
+            },
+        )
+        .await?;
+    let deal = Escrow::deal_id(&key.public(), nonce);
+
+    let total = layout.slot_len() * n as u64;
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut uploads = tokio::task::JoinSet::new();
+    for (j, (_, provider)) in chosen.iter().enumerate() {
+        let (net, dir, manifest, provider, sent) = (
+            net.clone(),
+            dir.to_path_buf(),
+            manifest.clone(),
+            provider.clone(),
+            sent.clone(),
+        );
+        uploads.spawn(async move {
+            upload_slot(&net, &dir, &manifest, deal, j as u16, &provider, sent)
+                .await
+                .with_context(|| format!("uploading slot {j}"))
+        });
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            done = uploads.join_next() => match done {
+                Some(result) => result??,
+                None => break,
+            },
+            _ = tick.tick() => progress(sent.load(Ordering::Relaxed), total),
+        }
+    }
+    progress(sent.load(Ordering::Relaxed), total);
+
+    // Every provider accepts on the ledger once it holds its whole slot.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = deal_info(ledger, deal).await?;
+        if d.slots
+            .iter()
+            .all(|s| matches!(s.status, SlotStatus::Active { .. }))
+        {
+            return Ok(deal);
+        }
+        if tokio::time::Instant::now() > deadline {
+            let waiting: Vec<usize> = d
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !matches!(s.status, SlotStatus::Active { .. }))
+                .map(|(j, _)| j)
+                .collect();
+            bail!(
+                "slots {waiting:?} were uploaded but not accepted on the ledger within 2 minutes"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A deal from the ledger.
+pub async fn deal_info(ledger: &LedgerClient, deal: DealId) -> Result<Deal> {
+    match ledger.request(LedgerRequest::Deal(deal)).await? {
+        LedgerResponse::Deal(Some(d)) => Ok(d),
+        LedgerResponse::Deal(None) => bail!("deal {} is not on the ledger", deal.short()),
+        other => bail!("unexpected ledger answer: {other:?}"),
+    }
+}
+
+/// Finds the deal for an object or deal id prefix: the live deal with the most active slots.
+pub async fn find_deal(ledger: &LedgerClient, prefix: &str) -> Result<(DealId, Deal)> {
+    let prefix: atlas_protocol::IdPrefix = prefix.parse()?;
+    let found = match ledger
+        .request(LedgerRequest::Find(prefix_string(&prefix)))
+        .await?
+    {
+        LedgerResponse::Deals(d) => d,
+        other => bail!("unexpected ledger answer: {other:?}"),
+    };
+    let objects: std::collections::BTreeSet<_> = found.iter().map(|(_, d)| d.object).collect();
+    if objects.len() > 1 {
+        bail!(
+            "'{}' matches {} objects; give more of the id",
+            prefix_string(&prefix),
+            objects.len()
+        );
+    }
+    found
+        .into_iter()
+        .max_by_key(|(_, d)| {
+            (
+                !d.ended,
+                d.slots
+                    .iter()
+                    .filter(|s| matches!(s.status, SlotStatus::Active { .. }))
+                    .count(),
+                d.start_epoch,
+            )
+        })
+        .with_context(|| format!("no object or deal matches '{}'", prefix_string(&prefix)))
+}
+
+fn prefix_string(p: &atlas_protocol::IdPrefix) -> String {
+    p.as_str().to_string()
+}
+
+/// Reads shards from their holders over `/atlas/shard/1`, verifying each against its slot root.
+/// Used from a blocking thread: it drives the async network with `Handle::block_on`.
+pub struct NetShardSource {
+    rt: tokio::runtime::Handle,
+    net: NetHandle,
+    manifest: VerifiedManifest,
+    shape: TreeShape,
+    holders: Vec<Option<Provider>>,
+    streams: Vec<Option<libp2p::Stream>>,
+    failed: Vec<bool>,
+}
+
+impl std::fmt::Debug for NetShardSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NetShardSource({})", self.manifest.id().short())
+    }
+}
+
+impl NetShardSource {
+    pub fn new(
+        rt: tokio::runtime::Handle,
+        net: NetHandle,
+        manifest: VerifiedManifest,
+        holders: Vec<Option<Provider>>,
+    ) -> Result<Self> {
+        let shape = TreeShape::new(manifest.layout().slot_len())?;
+        let n = holders.len();
+        Ok(Self {
+            rt,
+            net,
+            manifest,
+            shape,
+            holders,
+            streams: (0..n).map(|_| None).collect(),
+            failed: vec![false; n],
+        })
+    }
+
+    /// Slots whose holder could not serve.
+    pub fn failed_slots(&self) -> Vec<usize> {
+        (0..self.failed.len()).filter(|&j| self.failed[j]).collect()
+    }
+
+    async fn fetch(
+        net: &NetHandle,
+        stream: &mut Option<libp2p::Stream>,
+        provider: &Provider,
+        object: atlas_protocol::ObjectId,
+        slot: u16,
+        stripe: u64,
+    ) -> Result<(Vec<u8>, Vec<atlas_protocol::tree::Cv>)> {
+        if stream.is_none() {
+            let (_, s) = open_shard_stream(net, provider).await?;
+            *stream = Some(s);
+        }
+        let s = stream.as_mut().expect("opened above");
+        shard::write_request(
+            s,
+            &ShardRequest::Get {
+                object,
+                slot,
+                stripe,
+            },
+        )
+        .await?;
+        match shard::read_response(s).await? {
+            ShardResponse::Shard { len, siblings } => {
+                Ok((shard::read_body(s, len).await?, siblings))
+            }
+            ShardResponse::Error(e) => bail!("{e}"),
+            other => bail!("unexpected provider answer: {other:?}"),
+        }
+    }
+}
+
+impl ShardSource for NetShardSource {
+    fn read_verified(&mut self, stripe: u64, slot: usize, buf: &mut [u8]) -> std::io::Result<bool> {
+        if self.failed[slot] {
+            return Ok(false);
+        }
+        let Some(provider) = self.holders[slot].clone() else {
+            self.failed[slot] = true;
+            return Ok(false);
+        };
+        let object = self.manifest.id();
+        let fetched = self.rt.block_on(tokio::time::timeout(
+            Duration::from_secs(30),
+            Self::fetch(
+                &self.net,
+                &mut self.streams[slot],
+                &provider,
+                object,
+                slot as u16,
+                stripe,
+            ),
+        ));
+        let (bytes, siblings) = match fetched {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::info!(slot, stripe, error = %format!("{e:#}"), "holder cannot serve; using parity");
+                self.failed[slot] = true;
+                self.streams[slot] = None;
+                return Ok(false);
+            }
+            Err(_) => {
+                tracing::info!(slot, stripe, "holder timed out; using parity");
+                self.failed[slot] = true;
+                self.streams[slot] = None;
+                return Ok(false);
+            }
+        };
+        let c = self.manifest.layout().shard_size();
+        let root = self.manifest.slot_root(slot);
+        if bytes.len() != buf.len()
+            || verify_shard(&self.shape, &root, c, stripe, &bytes, &siblings).is_err()
+        {
+            // A holder that lies is not asked again.
+            tracing::warn!(slot, stripe, "holder sent a shard that fails verification");
+            self.failed[slot] = true;
+            self.streams[slot] = None;
+            return Ok(false);
+        }
+        buf.copy_from_slice(&bytes);
+        Ok(true)
+    }
+
+    fn check_rebuilt(
+        &mut self,
+        _stripe: u64,
+        _slot: usize,
+        _bytes: &[u8],
+    ) -> std::io::Result<bool> {
+        // The holder of a missing slot cannot vouch for it; the whole-file BLAKE3 check that
+        // `decode_to_file` makes before renaming the output covers rebuilt bytes.
+        Ok(true)
+    }
+}
