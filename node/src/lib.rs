@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod client;
 pub mod creator;
+pub mod encode;
 pub mod home;
 pub mod ledger;
 pub mod metrics;

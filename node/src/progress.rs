@@ -31,6 +31,11 @@ impl Progress {
         }
     }
 
+    /// Sets the total once it is known.
+    pub fn set_total(&mut self, total: u64) {
+        self.total = total;
+    }
+
     /// Records that `done` bytes are finished.
     pub fn update(&mut self, done: u64) {
         if self.quiet {

@@ -86,3 +86,111 @@ pub fn test_chain() -> ChainConfig {
         faucet: true,
     }
 }
+
+/// A running provider.
+#[derive(Debug)]
+pub struct ProviderNode {
+    pub key: Keypair,
+    pub provider: std::sync::Arc<atlas_node::provider::Provider>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ProviderNode {
+    /// Starts a provider with its store in `dir`, registered at `price` per GiB-epoch.
+    pub async fn start(dir: &Path, ledger: &Multiaddr, price: u128) -> Result<Self> {
+        let key = new_key();
+        let shutdown = CancellationToken::new();
+        let mut registry = Registry::default();
+        let (provider, net_task) = atlas_node::provider::Provider::start(
+            dir,
+            key.clone(),
+            atlas_node::provider::ProviderConfig {
+                capacity: 1 << 30,
+                price,
+                collateral: 1_000_000,
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+            },
+            ledger.clone(),
+            &mut registry,
+            shutdown.clone(),
+        )
+        .await?;
+        provider.serve_streams(shutdown.clone())?;
+        let prover = tokio::spawn(
+            provider
+                .clone()
+                .run_prover(Duration::from_millis(50), shutdown.clone()),
+        );
+        Ok(Self {
+            key,
+            provider,
+            shutdown,
+            tasks: vec![net_task, prover],
+        })
+    }
+
+    /// Stops the provider: its network goes away and it proves nothing more.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Writes `len` pseudo-random bytes to `path` and returns them.
+pub fn random_file(path: &Path, len: usize, seed: u8) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut data);
+    std::fs::write(path, &data).expect("write test file");
+    data
+}
+
+/// Encodes `file` into `out` as `k + m` slots of `shard_size` shards, signed by `key`.
+pub fn encode(
+    key: &Keypair,
+    file: &Path,
+    out: &Path,
+    k: u16,
+    m: u16,
+    shard_size: u64,
+) -> Result<atlas_protocol::VerifiedManifest> {
+    let mut progress = atlas_node::progress::Progress::new("encoding", 0, true);
+    atlas_node::encode::encode_file(
+        key,
+        &atlas_node::encode::EncodeRequest {
+            file,
+            out,
+            data_shards: k,
+            parity_shards: m,
+            shard_size,
+            name: None,
+            media_type: None,
+            threads: 2,
+        },
+        &mut progress,
+    )
+}
+
+/// Calls `check` every `every` until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+    }
+}

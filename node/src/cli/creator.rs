@@ -3,19 +3,16 @@
 use super::Context;
 use crate::client::{ledger_addr, LedgerClient};
 use crate::creator::{self, NetShardSource};
+use crate::encode::{encode_file, EncodeRequest};
 use crate::progress::Progress;
 use crate::units::{format_size, parse_size};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use atlas_protocol::escrow::{Deal, SlotStatus};
-use atlas_protocol::layout::{Layout, ENCODING_RS_GF8_V1};
-use atlas_protocol::manifest::{Manifest, MANIFEST_VERSION};
 use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
 use atlas_protocol::DealId;
-use atlas_storage::slot_dir::{self, SlotDirWriter};
+use atlas_storage::slot_dir;
 use clap::Args;
 use serde_json::json;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -104,55 +101,29 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
     let home = ctx.home()?;
     let key = home.load_key()?;
     let addr = ledger_addr(args.ledger.as_deref())?;
-    let file =
-        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-    let size = file.metadata()?.len();
-    let layout = Layout::new(
-        args.data_shards as usize,
-        args.parity_shards as usize,
-        args.shard_size,
-        size,
-    )
-    .context("bad encoding parameters")?;
-
     // Encode into the home's object cache; the directory is named by object id once signed.
     let objects = home.root().join("objects");
     std::fs::create_dir_all(&objects)?;
     let tmp = objects.join(format!(".encoding-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let writer = SlotDirWriter::create(&tmp, layout.total_shards())?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut progress = Progress::new("encoding", size, ctx.quiet);
-    let encoded = writer.encode(
-        BufReader::with_capacity(1 << 16, file),
-        layout,
-        threads,
-        &mut |d| progress.update(d),
+    let mut progress = Progress::new("encoding", 0, ctx.quiet);
+    let manifest = encode_file(
+        &key,
+        &EncodeRequest {
+            file: &args.file,
+            out: &tmp,
+            data_shards: args.data_shards,
+            parity_shards: args.parity_shards,
+            shard_size: args.shard_size,
+            name: None,
+            media_type: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        &mut progress,
     )?;
     progress.finish();
-    let manifest = Manifest {
-        version: MANIFEST_VERSION,
-        encoding: ENCODING_RS_GF8_V1.into(),
-        name: args
-            .file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        media_type: super::local::guess_media_type(&args.file).into(),
-        size,
-        file_hash: *encoded.file_hash.as_bytes(),
-        data_shards: args.data_shards,
-        parity_shards: args.parity_shards,
-        shard_size: layout.shard_size(),
-        stripes: layout.stripes(),
-        slot_roots: encoded.slot_roots.iter().map(|h| *h.as_bytes()).collect(),
-        creator: key.public(),
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    }
-    .sign(&key)?;
-    writer.finish(&layout, &manifest)?;
+    let layout = manifest.layout();
+    let size = layout.size();
     let dir = objects.join(manifest.id().to_string());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir)?;

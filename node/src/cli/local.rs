@@ -1,17 +1,14 @@
 //! `atlas encode | decode | verify`: the erasure code on a local directory, no network.
 
 use super::Context;
+use crate::encode::{encode_file, EncodeRequest};
 use crate::progress::Progress;
 use crate::units::{format_size, parse_size};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use atlas_protocol::erasure::DecodeError;
-use atlas_protocol::layout::{Layout, ENCODING_RS_GF8_V1};
-use atlas_protocol::manifest::{Manifest, MANIFEST_VERSION};
-use atlas_storage::slot_dir::{SlotDir, SlotDirError, SlotDirWriter, SlotHealth};
+use atlas_storage::slot_dir::{SlotDir, SlotDirError, SlotHealth};
 use clap::Args;
 use serde_json::json;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -59,111 +56,42 @@ pub struct VerifyArgs {
     pub dir: PathBuf,
 }
 
-/// Media type from a file name's extension.
-pub fn guess_media_type(path: &Path) -> &'static str {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    match ext.as_str() {
-        "mp4" | "m4v" => "video/mp4",
-        "webm" => "video/webm",
-        "mkv" => "video/x-matroska",
-        "mov" => "video/quicktime",
-        "ts" => "video/mp2t",
-        "ogv" => "video/ogg",
-        "avi" => "video/x-msvideo",
-        "mp3" => "audio/mpeg",
-        "m4a" => "audio/mp4",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "txt" => "text/plain",
-        _ => "application/octet-stream",
-    }
-}
-
 pub fn encode(ctx: &Context, args: EncodeArgs) -> Result<()> {
     let key = ctx.home()?.load_key()?;
-    let file =
-        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", args.file.display());
-    }
-    let layout = Layout::new(
-        args.data_shards as usize,
-        args.parity_shards as usize,
-        args.shard_size,
-        meta.len(),
-    )
-    .context("bad encoding parameters")?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let writer = SlotDirWriter::create(&args.out, layout.total_shards())?;
-    let mut progress = Progress::new("encoding", layout.size(), ctx.quiet);
-    let encoded = writer.encode(
-        BufReader::with_capacity(1 << 16, file),
-        layout,
-        threads,
-        &mut |done| progress.update(done),
+    let mut progress = Progress::new("encoding", 0, ctx.quiet);
+    let signed = encode_file(
+        &key,
+        &EncodeRequest {
+            file: &args.file,
+            out: &args.out,
+            data_shards: args.data_shards,
+            parity_shards: args.parity_shards,
+            shard_size: args.shard_size,
+            name: args.name.clone(),
+            media_type: args.media_type.clone(),
+            threads,
+        },
+        &mut progress,
     )?;
     progress.finish();
     let secs = progress.elapsed();
-
-    let name = args.name.unwrap_or_else(|| {
-        args.file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
-    let media_type = args
-        .media_type
-        .unwrap_or_else(|| guess_media_type(&args.file).to_string());
-    let manifest = Manifest {
-        version: MANIFEST_VERSION,
-        encoding: ENCODING_RS_GF8_V1.into(),
-        name,
-        media_type,
-        size: layout.size(),
-        file_hash: *encoded.file_hash.as_bytes(),
-        data_shards: args.data_shards,
-        parity_shards: args.parity_shards,
-        shard_size: layout.shard_size(),
-        stripes: layout.stripes(),
-        slot_roots: encoded.slot_roots.iter().map(|h| *h.as_bytes()).collect(),
-        creator: key.public(),
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
-    let signed = match manifest.sign(&key) {
-        Ok(s) => s,
-        Err(e) => {
-            writer.discard();
-            return Err(e).context("signing the manifest");
-        }
-    };
-    if let Err(e) = writer.finish(&layout, &signed) {
-        writer.discard();
-        return Err(e.into());
-    }
-
+    let layout = signed.layout();
     if ctx.json {
         ctx.print_json(&json!({
             "object_id": signed.id().to_string(),
             "name": signed.manifest().name,
             "media_type": signed.manifest().media_type,
             "size": layout.size(),
-            "file_hash": encoded.file_hash.to_hex().to_string(),
+            "file_hash": hex::encode(signed.manifest().file_hash),
             "data_shards": layout.data_shards(),
             "parity_shards": layout.parity_shards(),
             "shard_size": layout.shard_size(),
             "stripes": layout.stripes(),
             "slot_len": layout.slot_len(),
-            "slot_roots": encoded.slot_roots.iter().map(|h| h.to_hex().to_string()).collect::<Vec<_>>(),
+            "slot_roots": signed.manifest().slot_roots.iter().map(hex::encode).collect::<Vec<_>>(),
             "out": args.out,
             "seconds": secs,
         }));
