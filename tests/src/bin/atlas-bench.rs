@@ -296,6 +296,7 @@ fn run() -> Result<(), String> {
 
     println!("\n{peak_rss}");
     proofs(&opts, &input)?;
+    network(&opts, &input)?;
     Ok(())
 }
 
@@ -530,5 +531,176 @@ fn proofs(opts: &Opts, input: &Path) -> Result<(), String> {
     );
     drop(store);
     let _ = fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A child process that is killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `atlas ARGS` with `home` and returns it with the first TCP address it prints after
+/// `listening on ` (a provider prints only once it is registered).
+fn spawn_service(
+    opts: &Opts,
+    home: &Path,
+    args: &[&str],
+    ledger: Option<&str>,
+) -> Result<(Child, String), String> {
+    use std::io::BufRead;
+    let mut cmd = Command::new(&opts.atlas);
+    cmd.args(args)
+        .env("ATLAS_HOME", home)
+        .env("ATLAS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    if let Some(l) = ledger {
+        cmd.env("ATLAS_LEDGER", l);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting atlas {}: {e}", args.join(" ")))?;
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let child = Child(child);
+    let mut lines = io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.map_err(|e| e.to_string())?;
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            if addr.contains("/tcp/") {
+                // Keep the pipe open and drained so later output never meets a closed pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return Ok((child, addr.to_string()));
+            }
+        }
+    }
+    Err(format!("atlas {} exited before listening", args.join(" ")))
+}
+
+/// Raw loopback TCP: one connection, 1 MiB writes, the receiver counting bytes.
+fn loopback_tcp(bytes: u64) -> Result<f64, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let reader = std::thread::spawn(move || -> io::Result<u64> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; MIB as usize];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+        }
+    });
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let buf = vec![0x5au8; MIB as usize];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        s.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    drop(s);
+    let got = reader
+        .join()
+        .map_err(|_| "reader panicked")?
+        .map_err(|e| e.to_string())?;
+    if got != bytes {
+        return Err(format!("loopback received {got} of {bytes} bytes"));
+    }
+    Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+/// A ledger and six provider processes on loopback; `atlas pin` and `atlas get` against them.
+fn network(opts: &Opts, input: &Path) -> Result<(), String> {
+    let root = opts.dir.join("net");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let tcp = loopback_tcp(opts.size)?;
+    let (_ledger, ledger_addr) = spawn_service(
+        opts,
+        &root.join("ledger"),
+        &["ledger", "run", "--faucet", "--block-time", "200ms"],
+        None,
+    )?;
+    let mut providers = Vec::new();
+    for i in 0..6 {
+        let home = root.join(format!("p{i}"));
+        let price = (1000 + i).to_string();
+        let (child, _) = spawn_service(
+            opts,
+            &home,
+            &["provider", "run", "--capacity", "8GiB", "--price", &price],
+            Some(&ledger_addr),
+        )?;
+        providers.push(child);
+    }
+    let creator = root.join("creator");
+    atlas(opts, &creator, &["key", "gen"])?;
+    let with_ledger = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new(&opts.atlas)
+            .args(args)
+            .env("ATLAS_HOME", &creator)
+            .env("ATLAS_LEDGER", &ledger_addr)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "atlas {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    with_ledger(&["wallet", "faucet", "1000000000"])?;
+    let input_s = input.to_string_lossy().into_owned();
+    sync_disks();
+    let start = Instant::now();
+    let id = with_ledger(&["pin", &input_s, "--epochs", "50", "-q"])?;
+    let pin_speed = opts.size as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let out = root.join("got.bin");
+    let out_s = out.to_string_lossy().into_owned();
+    let get_all = throughput(
+        opts.size,
+        || drop(fs::remove_file(&out)),
+        || with_ledger(&["get", &id, "-o", &out_s, "-q"]).map(|_| ()),
+    )?;
+    // Two holders down: the two cheapest, which the pin chose for data slots 0 and 1, so every
+    // stripe must be rebuilt from parity.
+    drop(providers.drain(..2));
+    let get_degraded = throughput(
+        opts.size,
+        || drop(fs::remove_file(&out)),
+        || with_ledger(&["get", &id, "-o", &out_s, "-q"]).map(|_| ()),
+    )?;
+    if hash_file(&out)? != hash_file(input)? {
+        return Err("the degraded read returned different bytes".into());
+    }
+    drop(providers);
+    println!(
+        "\n{:<46} {:>9} {:>22} {:>9}",
+        "network: ledger + 6 provider processes", "MB/s", "vs reference", "target"
+    );
+    println!("{:<46} {:>9.0}", "  raw loopback TCP, one connection", tcp);
+    println!(
+        "{:<46} {:>9.0} {:>14.0}% of TCP {:>9}",
+        "  atlas pin (encode + upload + accept), 4+2",
+        pin_speed,
+        100.0 * pin_speed / tcp,
+        ">= 300"
+    );
+    println!("{:<46} {:>9.0}", "  atlas get, all holders up", get_all);
+    println!(
+        "{:<46} {:>9.0} {:>22} {:>9}",
+        "  atlas get, 2 of 6 holders down", get_degraded, "", ">= 200"
+    );
+    let _ = fs::remove_dir_all(&root);
     Ok(())
 }
