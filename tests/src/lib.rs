@@ -91,6 +91,9 @@ pub fn test_chain() -> ChainConfig {
 #[derive(Debug)]
 pub struct ProviderNode {
     pub key: Keypair,
+    dir: std::path::PathBuf,
+    ledger: Multiaddr,
+    price: u128,
     pub provider: std::sync::Arc<atlas_node::provider::Provider>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -99,7 +102,16 @@ pub struct ProviderNode {
 impl ProviderNode {
     /// Starts a provider with its store in `dir`, registered at `price` per GiB-epoch.
     pub async fn start(dir: &Path, ledger: &Multiaddr, price: u128) -> Result<Self> {
-        let key = new_key();
+        Self::start_with_key(dir, ledger, price, new_key()).await
+    }
+
+    /// Starts a provider with a given key (to restart one on its own store).
+    pub async fn start_with_key(
+        dir: &Path,
+        ledger: &Multiaddr,
+        price: u128,
+        key: Keypair,
+    ) -> Result<Self> {
         let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
         let (provider, net_task) = atlas_node::provider::Provider::start(
@@ -124,10 +136,25 @@ impl ProviderNode {
         );
         Ok(Self {
             key,
+            dir: dir.to_path_buf(),
+            ledger: ledger.clone(),
+            price,
             provider,
             shutdown,
             tasks: vec![net_task, prover],
         })
+    }
+
+    /// Stops the provider and starts it again on the same store and key, as after a reboot.
+    pub async fn restart(self) -> Result<Self> {
+        let (dir, ledger, price, key) = (
+            self.dir.clone(),
+            self.ledger.clone(),
+            self.price,
+            self.key.clone(),
+        );
+        self.stop().await;
+        Self::start_with_key(&dir, &ledger, price, key).await
     }
 
     /// Stops the provider: its network goes away and it proves nothing more.

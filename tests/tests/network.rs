@@ -7,7 +7,7 @@ use atlas_node::ledger::ChainConfig;
 use atlas_protocol::chain::genesis_beacon;
 use atlas_protocol::escrow::{Escrow, SlotStatus, TxBody};
 use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
-use atlas_storage::slot_dir;
+use atlas_storage::{slot_dir, SlotStore};
 use atlas_tests::{encode, new_key, random_file, wait_for, LedgerNode, ProviderNode};
 use std::time::Duration;
 
@@ -170,6 +170,38 @@ async fn scenario() {
         paid_total,
         "escrow fell by what was paid"
     );
+
+    // A provider restarts on its own store: it keeps its slot without downloading it again and
+    // goes on proving.
+    let live = creator::deal_info(&observer, deal_id).await.expect("deal");
+    let restarted = live.slots[2].holder.expect("slot 2 has a holder");
+    let index = providers
+        .iter()
+        .position(|p| p.key.public() == restarted)
+        .expect("holder is one of ours");
+    let p = providers.remove(index);
+    let stored_before = p.provider.store().usage().stored;
+    let p = p.restart().await.expect("provider restarts");
+    assert_eq!(
+        p.provider.store().usage().stored,
+        stored_before,
+        "nothing lost or re-fetched"
+    );
+    let epoch_at_restart = observer.status().await.expect("status").epoch;
+    providers.push(p);
+    wait_for(
+        "the restarted provider proves again",
+        Duration::from_secs(60),
+        || async {
+            let d = creator::deal_info(&observer, deal_id).await?;
+            Ok(d.slots[2]
+                .proven
+                .is_some_and(|e| e > epoch_at_restart)
+                .then_some(()))
+        },
+    )
+    .await
+    .expect("restarted provider proves");
 
     // Kill the holders of slots 0 and 1.
     let live = creator::deal_info(&observer, deal_id).await.expect("deal");
