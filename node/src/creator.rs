@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Shards sent ahead of the provider's acknowledgements, per slot.
+const UPLOAD_WINDOW: usize = 8;
+
 /// Registered providers, from the ledger.
 pub async fn providers(ledger: &LedgerClient) -> Result<Vec<(PublicKey, Provider)>> {
     match ledger.request(LedgerRequest::Providers).await? {
@@ -93,35 +96,57 @@ pub async fn upload_slot(
     let ob_bytes = tokio::fs::read(slot_dir::outboard_path(dir, slot as usize)).await?;
     let outboard = Outboard::from_bytes(shape, &ob_bytes)?;
     let data = std::fs::File::open(slot_dir::data_path(dir, slot as usize))?;
-    let (_, mut stream) = open_shard_stream(net, provider).await?;
-    let mut buf = vec![0u8; c as usize];
-    for stripe in 0..layout.stripes() {
-        data.read_exact_at(&mut buf, stripe * c)?;
-        let siblings = if level == shape.height() {
-            Vec::new()
-        } else {
-            outboard.siblings(level, stripe)?
-        };
-        shard::write_request(
-            &mut stream,
-            &ShardRequest::Put {
-                deal,
-                slot,
-                stripe,
-                len: c,
-                siblings,
-            },
-        )
-        .await?;
-        futures::AsyncWriteExt::write_all(&mut stream, &buf).await?;
-        match shard::read_response(&mut stream).await? {
-            ShardResponse::Stored { .. } => {}
-            ShardResponse::Error(e) => bail!("provider refused shard {stripe} of slot {slot}: {e}"),
-            other => bail!("unexpected provider answer: {other:?}"),
+    let (_, stream) = open_shard_stream(net, provider).await?;
+    let (mut rd, mut wr) = futures::AsyncReadExt::split(stream);
+    // Up to UPLOAD_WINDOW shards are in flight: the provider verifies and stores one while the
+    // next ones travel. The channel carries the stripes sent and not yet acknowledged.
+    let (in_flight, mut acks) = tokio::sync::mpsc::channel::<u64>(UPLOAD_WINDOW);
+    let stripes = layout.stripes();
+    let writer = async move {
+        let mut buf = vec![0u8; c as usize];
+        for stripe in 0..stripes {
+            data.read_exact_at(&mut buf, stripe * c)?;
+            let siblings = if level == shape.height() {
+                Vec::new()
+            } else {
+                outboard.siblings(level, stripe)?
+            };
+            if in_flight.send(stripe).await.is_err() {
+                break; // the reader stopped on an error, which it reports
+            }
+            shard::write_request(
+                &mut wr,
+                &ShardRequest::Put {
+                    deal,
+                    slot,
+                    stripe,
+                    len: c,
+                    siblings,
+                },
+            )
+            .await?;
+            futures::AsyncWriteExt::write_all(&mut wr, &buf).await?;
+            futures::AsyncWriteExt::flush(&mut wr).await?;
         }
-        sent.fetch_add(c, Ordering::Relaxed);
-    }
-    futures::AsyncWriteExt::close(&mut stream).await.ok();
+        drop(in_flight);
+        anyhow::Ok(wr)
+    };
+    let reader = async move {
+        while let Some(stripe) = acks.recv().await {
+            match shard::read_response(&mut rd).await? {
+                ShardResponse::Stored { .. } => {}
+                ShardResponse::Error(e) => {
+                    bail!("provider refused shard {stripe} of slot {slot}: {e}")
+                }
+                other => bail!("unexpected provider answer: {other:?}"),
+            }
+            sent.fetch_add(c, Ordering::Relaxed);
+        }
+        anyhow::Ok(())
+    };
+    let (wr, ()) = tokio::try_join!(writer, reader)?;
+    let mut wr = wr;
+    futures::AsyncWriteExt::close(&mut wr).await.ok();
     Ok(())
 }
 
