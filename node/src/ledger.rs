@@ -12,7 +12,7 @@ use atlas_protocol::chain::{self, Block, BlockHeader, SignedHeader};
 use atlas_protocol::escrow::{Escrow, Event, Params};
 use atlas_protocol::wire::{ChainStatus, LedgerRequest, LedgerResponse};
 use atlas_protocol::Keypair;
-use atlas_storage::ledger_store::LedgerStore;
+use atlas_storage::ledger_store::{Genesis, LedgerStore};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -97,11 +97,26 @@ impl Ledger {
     pub fn open(
         dir: &std::path::Path,
         key: Keypair,
-        config: ChainConfig,
+        mut config: ChainConfig,
         registry: &mut Registry,
     ) -> Result<Self> {
         let store =
             Arc::new(LedgerStore::open(dir).with_context(|| format!("opening {}", dir.display()))?);
+        match store.genesis()? {
+            Some(Genesis::V1 { epoch_blocks }) => {
+                if epoch_blocks != config.epoch_blocks {
+                    tracing::warn!(
+                        chain = epoch_blocks,
+                        flag = config.epoch_blocks,
+                        "this chain started with a different --epoch-blocks; keeping the chain's"
+                    );
+                    config.epoch_blocks = epoch_blocks;
+                }
+            }
+            None => store.set_genesis(Genesis::V1 {
+                epoch_blocks: config.epoch_blocks,
+            })?,
+        }
         let (committed, head) = match store.resume()? {
             Some(resume) => {
                 let block = store

@@ -10,6 +10,13 @@ use std::path::Path;
 const CF_BLOCKS: &str = "blocks";
 const CF_META: &str = "meta";
 const STATE_KEY: &[u8] = b"state";
+const GENESIS_KEY: &[u8] = b"genesis";
+
+/// Settings fixed when the chain starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Genesis {
+    V1 { epoch_blocks: u64 },
+}
 
 /// Why the ledger store failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +72,32 @@ impl LedgerStore {
         self.db
             .cf_handle(name)
             .expect("column families are created at open")
+    }
+
+    /// The genesis settings, once recorded.
+    pub fn genesis(&self) -> Result<Option<Genesis>, LedgerStoreError> {
+        self.db
+            .get_cf(self.cf(CF_META), GENESIS_KEY)
+            .map_err(db_err)?
+            .map(|b| {
+                postcard::from_bytes(&b)
+                    .map_err(|e| LedgerStoreError::Corrupt(format!("genesis: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Records the genesis settings (durably).
+    pub fn set_genesis(&self, genesis: Genesis) -> Result<(), LedgerStoreError> {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db
+            .put_cf_opt(
+                self.cf(CF_META),
+                GENESIS_KEY,
+                postcard::to_stdvec(&genesis).expect("serializing to a Vec cannot fail"),
+                &w,
+            )
+            .map_err(db_err)
     }
 
     /// The state to resume from, if any block was ever persisted.
