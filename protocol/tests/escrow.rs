@@ -407,11 +407,14 @@ proptest! {
     }
 }
 
-/// The honest path end to end: three providers hold a deal for five epochs and are each paid
-/// exactly five times their slot price; the creator gets the rest back.
-#[test]
-fn honest_holders_are_paid_exactly_for_each_proven_epoch() {
-    let mut w = World::new();
+/// Funds a creator (key 0) and three providers (keys 1..=3, price per GiB-epoch from `price`),
+/// opens a deal on a fresh object for `epochs` and has every provider accept its slot.
+fn open_accepted_deal(
+    w: &mut World,
+    seed: u8,
+    epochs: u64,
+    price: impl Fn(usize) -> Amount,
+) -> DealId {
     w.submit(0, TxBody::Faucet { amount: 1_000_000 })
         .expect("faucet");
     for p in 1..=3 {
@@ -423,21 +426,21 @@ fn honest_holders_are_paid_exactly_for_each_proven_epoch() {
                 peer_id: vec![p as u8],
                 addrs: vec![],
                 capacity: 1 << 30,
-                price: 16_384 * p as Amount,
+                price: price(p),
                 collateral: 100_000,
             },
         )
         .expect("register");
     }
-    let manifest = w.new_object(0, 1);
+    let manifest = w.new_object(0, seed);
     let providers = (1..=3).map(|p| w.pk(p)).collect();
     w.submit(
         0,
         TxBody::OpenDeal {
             manifest,
             providers,
-            epochs: 5,
-            max_price: 100_000,
+            epochs,
+            max_price: Amount::MAX,
         },
     )
     .expect("open");
@@ -447,6 +450,15 @@ fn honest_holders_are_paid_exactly_for_each_proven_epoch() {
         w.submit(slot as usize + 1, TxBody::AcceptSlot { deal: id, slot })
             .expect("accept");
     }
+    id
+}
+
+/// The honest path end to end: three providers hold a deal for five epochs and are each paid
+/// exactly five times their slot price; the creator gets the rest back.
+#[test]
+fn honest_holders_are_paid_exactly_for_each_proven_epoch() {
+    let mut w = World::new();
+    let id = open_accepted_deal(&mut w, 1, 5, |p| 16_384 * p as Amount);
     let creator_before = w.escrow.account(&w.pk(0)).balance;
     let balances: Vec<Amount> = (1..=3)
         .map(|p| w.escrow.account(&w.pk(p)).balance)
@@ -504,40 +516,7 @@ fn deal_reserve_refund(w: &World, id: &DealId) -> Amount {
 #[test]
 fn a_silent_holder_is_slashed_then_freed() {
     let mut w = World::new();
-    w.submit(0, TxBody::Faucet { amount: 1_000_000 })
-        .expect("faucet");
-    for p in 1..=3 {
-        w.submit(p, TxBody::Faucet { amount: 500_000 })
-            .expect("faucet");
-        w.submit(
-            p,
-            TxBody::RegisterProvider {
-                peer_id: vec![p as u8],
-                addrs: vec![],
-                capacity: 1 << 30,
-                price: 16_384 * 10,
-                collateral: 100_000,
-            },
-        )
-        .expect("register");
-    }
-    let manifest = w.new_object(0, 2);
-    let providers = (1..=3).map(|p| w.pk(p)).collect();
-    w.submit(
-        0,
-        TxBody::OpenDeal {
-            manifest,
-            providers,
-            epochs: 20,
-            max_price: Amount::MAX,
-        },
-    )
-    .expect("open");
-    let id = Escrow::deal_id(&w.pk(0), 1);
-    for slot in 0..3u16 {
-        w.submit(slot as usize + 1, TxBody::AcceptSlot { deal: id, slot })
-            .expect("accept");
-    }
+    let id = open_accepted_deal(&mut w, 2, 20, |_| 16_384 * 10);
     w.escrow.advance_epoch([1; 32]);
     let max = w.escrow.params().max_misses;
     let mut slashed_total = 0;

@@ -182,12 +182,7 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
 }
 
 pub fn get(ctx: &Context, args: GetArgs) -> Result<()> {
-    if args.out.exists() && !args.force {
-        bail!(
-            "{} already exists; choose another --out or pass --force",
-            args.out.display()
-        );
-    }
+    super::check_output(&args.out, args.force)?;
     let key = match ctx.home()?.load_key() {
         Ok(k) => k,
         // Reading needs no account: any key will do for the connection.

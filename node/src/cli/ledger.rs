@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -84,15 +83,7 @@ pub fn run(ctx: &Context, cmd: LedgerCommand) -> Result<()> {
             Some(h) => println!("ledger {} resuming at height {h}", net.peer_id()),
             None => println!("ledger {} starting a new chain", net.peer_id()),
         }
-        for addr in net.listen_addrs() {
-            println!("listening on {addr}");
-        }
-        let registry = Arc::new(Mutex::new(registry));
-        if let Some(addr) = args.metrics {
-            let bound = crate::metrics::serve(addr, registry.clone(), shutdown.clone()).await?;
-            println!("metrics on http://{bound}/metrics");
-        }
-        super::flush_stdout();
+        super::announce(&net, registry, args.metrics, &shutdown).await?;
         let stop = shutdown.clone();
         tokio::spawn(async move {
             super::wait_for_signal().await;

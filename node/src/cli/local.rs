@@ -114,12 +114,7 @@ pub fn encode(ctx: &Context, args: EncodeArgs) -> Result<()> {
 }
 
 pub fn decode(ctx: &Context, args: DecodeArgs) -> Result<()> {
-    if args.out.exists() && !args.force {
-        bail!(
-            "{} already exists; choose another --out or pass --force",
-            args.out.display()
-        );
-    }
+    super::check_output(&args.out, args.force)?;
     let mut dir = open_dir(&args.dir)?;
     let size = dir.layout().size();
     let mut progress = Progress::new("decoding", size, ctx.quiet);

@@ -93,6 +93,37 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Refuses to replace an existing output file unless `force`.
+pub fn check_output(out: &std::path::Path, force: bool) -> Result<()> {
+    if out.exists() && !force {
+        anyhow::bail!(
+            "{} already exists; choose another --out or pass --force",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Prints a service's listen addresses, starts its metrics endpoint if asked, and flushes stdout
+/// (scripts wait for these lines).
+pub async fn announce(
+    net: &crate::net::NetHandle,
+    registry: prometheus_client::registry::Registry,
+    metrics: Option<std::net::SocketAddr>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    for addr in net.listen_addrs() {
+        println!("listening on {addr}");
+    }
+    let registry = std::sync::Arc::new(std::sync::Mutex::new(registry));
+    if let Some(addr) = metrics {
+        let bound = crate::metrics::serve(addr, registry, shutdown.clone()).await?;
+        println!("metrics on http://{bound}/metrics");
+    }
+    flush_stdout();
+    Ok(())
+}
+
 /// Makes sure what was printed reaches a pipe before the process blocks (scripts read it).
 pub fn flush_stdout() {
     use std::io::Write;

@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -73,15 +72,7 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
         )
         .await?;
         println!("provider {}", provider.net().peer_id());
-        for addr in provider.net().listen_addrs() {
-            println!("listening on {addr}");
-        }
-        let registry = Arc::new(Mutex::new(registry));
-        if let Some(addr) = args.metrics {
-            let bound = crate::metrics::serve(addr, registry.clone(), shutdown.clone()).await?;
-            println!("metrics on http://{bound}/metrics");
-        }
-        super::flush_stdout();
+        super::announce(provider.net(), registry, args.metrics, &shutdown).await?;
         provider.serve_streams(shutdown.clone())?;
         let prover = tokio::spawn(provider.clone().run_prover(args.poll, shutdown.clone()));
         super::wait_for_signal().await;
