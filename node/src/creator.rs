@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a candidate provider may take to open a shard stream before it is passed over.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Shards sent ahead of the provider's acknowledgements, per slot.
 const UPLOAD_WINDOW: usize = 8;
 
@@ -29,8 +32,8 @@ pub async fn providers(ledger: &LedgerClient) -> Result<Vec<(PublicKey, Provider
     }
 }
 
-/// Picks `n` distinct providers that can hold a slot of `slot_len` at no more than `max_price`:
-/// cheapest first, then most free space.
+/// The providers that can hold a slot of `slot_len` at no more than `max_price`, best first:
+/// cheapest, then most free space. Fails if fewer than `n` qualify.
 pub fn choose_providers(
     all: &[(PublicKey, Provider)],
     n: usize,
@@ -56,12 +59,23 @@ pub fn choose_providers(
             slot_len
         );
     }
-    Ok(fit.into_iter().take(n).cloned().collect())
+    Ok(fit.into_iter().cloned().collect())
 }
 
-/// Addresses a provider registered, parsed.
+/// Addresses a provider registered, parsed; TCP ones only when it has any. A dial tries every
+/// address and fails only when all have, and QUIC to a dead host waits out its handshake timeout
+/// while TCP is refused at once: a reader facing dead holders must learn so quickly.
 pub fn provider_addrs(p: &Provider) -> Vec<crate::net::Multiaddr> {
-    p.addrs.iter().filter_map(|a| a.parse().ok()).collect()
+    let all: Vec<crate::net::Multiaddr> = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    let is_tcp = |a: &crate::net::Multiaddr| {
+        a.iter()
+            .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(_)))
+    };
+    if all.iter().any(is_tcp) {
+        all.into_iter().filter(is_tcp).collect()
+    } else {
+        all
+    }
 }
 
 /// Opens a shard stream to a provider.
@@ -79,14 +93,13 @@ pub async fn open_shard_stream(
     Ok((peer, stream))
 }
 
-/// Streams every shard of slot `slot` from the encoded directory to its provider.
+/// Streams every shard of slot `slot` from the encoded directory to its provider over `stream`.
 pub async fn upload_slot(
-    net: &NetHandle,
     dir: &Path,
     manifest: &VerifiedManifest,
     deal: DealId,
     slot: u16,
-    provider: &Provider,
+    stream: libp2p::Stream,
     sent: Arc<AtomicU64>,
 ) -> Result<()> {
     let layout = manifest.layout();
@@ -96,7 +109,6 @@ pub async fn upload_slot(
     let ob_bytes = tokio::fs::read(slot_dir::outboard_path(dir, slot as usize)).await?;
     let outboard = Outboard::from_bytes(shape, &ob_bytes)?;
     let data = std::fs::File::open(slot_dir::data_path(dir, slot as usize))?;
-    let (_, stream) = open_shard_stream(net, provider).await?;
     let (mut rd, mut wr) = futures::AsyncReadExt::split(stream);
     // Up to UPLOAD_WINDOW shards are in flight: the provider verifies and stores one while the
     // next ones travel. The channel carries the stripes sent and not yet acknowledged.
@@ -166,14 +178,39 @@ pub async fn pin(
     let layout = manifest.layout();
     let n = layout.total_shards();
     let all = providers(ledger).await?;
-    let chosen = choose_providers(&all, n, layout.slot_len(), max_price, &[])?;
+    let candidates = choose_providers(&all, n, layout.slot_len(), max_price, &[])?;
+    // Registered is not the same as up: take the best `n` that answer, with their streams open.
+    let mut chosen = Vec::with_capacity(n);
+    let mut unreachable = 0;
+    for (k, p) in candidates {
+        if chosen.len() == n {
+            break;
+        }
+        match tokio::time::timeout(PROBE_TIMEOUT, open_shard_stream(net, &p)).await {
+            Ok(Ok((_, stream))) => chosen.push((k, p, stream)),
+            Ok(Err(e)) => {
+                unreachable += 1;
+                tracing::info!(provider = %k, error = %format!("{e:#}"), "provider unreachable; skipping it");
+            }
+            Err(_) => {
+                unreachable += 1;
+                tracing::info!(provider = %k, "provider did not answer in time; skipping it");
+            }
+        }
+    }
+    if chosen.len() < n {
+        bail!(
+            "only {} providers answered ({unreachable} registered ones did not); {n} are needed, one per slot",
+            chosen.len()
+        );
+    }
     let nonce = ledger.account(&key.public()).await?.nonce;
     ledger
         .submit(
             key,
             TxBody::OpenDeal {
                 manifest: manifest.signed().clone(),
-                providers: chosen.iter().map(|(k, _)| *k).collect(),
+                providers: chosen.iter().map(|(k, _, _)| *k).collect(),
                 epochs,
                 max_price,
             },
@@ -184,16 +221,10 @@ pub async fn pin(
     let total = layout.slot_len() * n as u64;
     let sent = Arc::new(AtomicU64::new(0));
     let mut uploads = tokio::task::JoinSet::new();
-    for (j, (_, provider)) in chosen.iter().enumerate() {
-        let (net, dir, manifest, provider, sent) = (
-            net.clone(),
-            dir.to_path_buf(),
-            manifest.clone(),
-            provider.clone(),
-            sent.clone(),
-        );
+    for (j, (_, _, stream)) in chosen.into_iter().enumerate() {
+        let (dir, manifest, sent) = (dir.to_path_buf(), manifest.clone(), sent.clone());
         uploads.spawn(async move {
-            upload_slot(&net, &dir, &manifest, deal, j as u16, &provider, sent)
+            upload_slot(&dir, &manifest, deal, j as u16, stream, sent)
                 .await
                 .with_context(|| format!("uploading slot {j}"))
         });

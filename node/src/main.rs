@@ -3,6 +3,13 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = atlas_node::cli::Cli::parse();
+    // Services set their own default; everything else logs warnings only unless ATLAS_LOG says so.
+    if !matches!(
+        cli.command,
+        atlas_node::cli::Command::Ledger(_) | atlas_node::cli::Command::Provider(_)
+    ) {
+        atlas_node::init_logging("warn,libp2p_swarm=error,libp2p_kad=error");
+    }
     match atlas_node::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

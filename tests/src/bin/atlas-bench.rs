@@ -296,6 +296,7 @@ fn run() -> Result<(), String> {
 
     println!("\n{peak_rss}");
     proofs(&opts, &input)?;
+    prover_cpu(&opts)?;
     network(&opts, &input)?;
     Ok(())
 }
@@ -702,5 +703,106 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
         "  atlas get, 2 of 6 holders down", get_degraded, "", ">= 200"
     );
     let _ = fs::remove_dir_all(&root);
+    Ok(())
+}
+
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a plain C struct into valid, zeroed memory.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// What one epoch of proving costs a provider holding 1,000 slots: derive each challenge, build
+/// the proof from the RocksDB store, sign the transaction.
+fn prover_cpu(opts: &Opts) -> Result<(), String> {
+    use atlas_protocol::escrow::{Tx, TxBody};
+    const SLOTS: u64 = 1000;
+    let c = 256 * 1024;
+    let stripes = 4; // 1 MiB slots
+    let dir = opts.dir.join("prover");
+    let _ = fs::remove_dir_all(&dir);
+    let store = RocksSlotStore::open(&dir, SLOTS * c * stripes).map_err(|e| e.to_string())?;
+    let key = atlas_protocol::Keypair::from_secret([9; 32]);
+    let mut slots = Vec::new();
+    for i in 0..SLOTS {
+        let mut bytes = vec![0u8; (c * stripes) as usize];
+        blake3::Hasher::new()
+            .update(&i.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut bytes);
+        let outboard = Outboard::from_slot(&bytes).map_err(|e| e.to_string())?;
+        let root = outboard.root();
+        let k = SlotKey::new(ObjectId(*blake3::hash(&i.to_le_bytes()).as_bytes()), 0);
+        let spec = SlotSpec {
+            root: *root.as_bytes(),
+            shard_size: c,
+            stripes,
+        };
+        store.create_slot(k, spec).map_err(|e| e.to_string())?;
+        for s in 0..stripes {
+            let shard = bytes[(s * c) as usize..((s + 1) * c) as usize].to_vec();
+            let siblings = outboard
+                .siblings(shard_level(c), s)
+                .map_err(|e| e.to_string())?;
+            let v = VerifiedShard::verify(&root, stripes, s, shard, &siblings)
+                .map_err(|e| e.to_string())?;
+            store.put_shard(k, &v).map_err(|e| e.to_string())?;
+        }
+        slots.push((k, spec, DealId(*blake3::hash(&[i as u8, 7]).as_bytes())));
+    }
+    let start_cpu = cpu_seconds();
+    let start = Instant::now();
+    let mut bytes_on_wire = 0;
+    for (i, (k, spec, deal)) in slots.iter().enumerate() {
+        let shape = spec.shape().map_err(|e| e.to_string())?;
+        let ch = Challenge::derive(&[3; 32], deal, 0, 1, shape.chunks(), 16);
+        let proof = store.prove(*k, &ch).map_err(|e| e.to_string())?;
+        let signed = Tx {
+            signer: key.public(),
+            nonce: i as u64,
+            body: TxBody::SubmitProof {
+                deal: *deal,
+                slot: 0,
+                epoch: 1,
+                proof,
+            },
+        }
+        .sign(&key)
+        .map_err(|e| e.to_string())?;
+        bytes_on_wire += signed.bytes.len();
+    }
+    let cpu = cpu_seconds() - start_cpu;
+    let wall = start.elapsed().as_secs_f64();
+    drop(store);
+    let _ = fs::remove_dir_all(&dir);
+    let epoch = 10.0; // the default chain: 1 s blocks, 10 blocks an epoch
+    println!(
+        "\n{:<46} {:>9} {:>22} {:>9}",
+        "prover: 1,000 slots of 1 MiB, one epoch", "", "", "target"
+    );
+    println!(
+        "{:<46} {:>9} {:>22} {:>9}",
+        "  CPU to derive, prove and sign all",
+        format!("{cpu:.2} s"),
+        format!("{:.1}% of a core/epoch", 100.0 * cpu / epoch),
+        "< 10%"
+    );
+    println!(
+        "{:<46} {:>9}",
+        "  wall time, one thread",
+        format!("{wall:.2} s")
+    );
+    println!(
+        "{:<46} {:>9}",
+        "  transactions to send",
+        format!("{:.1} MiB", bytes_on_wire as f64 / MIB as f64)
+    );
     Ok(())
 }
