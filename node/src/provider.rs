@@ -27,6 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How long a shard stream may stay silent mid-conversation.
+const STREAM_IDLE: Duration = Duration::from_secs(60);
+
 /// What the provider offers.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -282,7 +285,12 @@ impl Provider {
                     len,
                     siblings,
                 } => {
-                    let body = shard::read_body(&mut stream, len).await?;
+                    let body =
+                        tokio::time::timeout(STREAM_IDLE, shard::read_body(&mut stream, len))
+                            .await
+                            .map_err(|_| {
+                                anyhow!("shard body not received within {STREAM_IDLE:?}")
+                            })??;
                     match self.put(deal, slot, stripe, body, siblings).await {
                         Ok(complete) => ShardResponse::Stored { complete },
                         Err(e) => {
