@@ -258,6 +258,18 @@ impl Ledger {
                     .map(|(id, d)| (*id, d.clone()))
                     .collect(),
             ),
+            LedgerRequest::Repairable => LedgerResponse::Deals(
+                s.deals()
+                    .iter()
+                    .filter(|(_, d)| {
+                        !d.ended
+                            && d.slots.iter().any(|slot| {
+                                slot.status == atlas_protocol::escrow::SlotStatus::Freed
+                            })
+                    })
+                    .map(|(id, d)| (*id, d.clone()))
+                    .collect(),
+            ),
             LedgerRequest::Find(prefix) => {
                 let prefix = prefix.to_ascii_lowercase();
                 LedgerResponse::Deals(

@@ -87,6 +87,7 @@ impl ProviderMetrics {
 /// A running provider's shared parts.
 pub struct Provider {
     key: Keypair,
+    dir: std::path::PathBuf,
     store: Arc<RocksSlotStore>,
     ledger: LedgerClient,
     net: NetHandle,
@@ -132,6 +133,7 @@ impl Provider {
         let ledger = LedgerClient::over(net.clone(), ledger_addr)?;
         let provider = Arc::new(Self {
             key,
+            dir: dir.to_path_buf(),
             store,
             ledger,
             net,
@@ -151,6 +153,11 @@ impl Provider {
 
     pub fn store(&self) -> &Arc<RocksSlotStore> {
         &self.store
+    }
+
+    /// Where the slot store lives.
+    pub fn store_dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Submits a transaction and waits for its block.
@@ -506,6 +513,161 @@ impl Provider {
             .proofs
             .get_or_create(&vec![("result".into(), result.into())])
             .inc();
+    }
+
+    /// Claims freed slots it can hold and rebuilds them from the other holders. Returns how many
+    /// slots it repaired.
+    pub async fn repair_round(self: &Arc<Self>) -> Result<usize> {
+        let me = self.key.public();
+        match self.ledger.request(LedgerRequest::Provider(me)).await? {
+            LedgerResponse::Provider(Some(p)) if p.exiting_since.is_none() => {}
+            _ => return Ok(0), // not registered, or leaving: takes nothing new
+        }
+        let deals = match self.ledger.request(LedgerRequest::Repairable).await? {
+            LedgerResponse::Deals(d) => d,
+            other => bail!("unexpected ledger answer: {other:?}"),
+        };
+        let mut repaired = 0;
+        for (id, deal) in deals {
+            // One slot per object per provider.
+            if deal.slots.iter().any(|s| s.holder == Some(me)) {
+                continue;
+            }
+            let (_, specs) = deal_specs(&deal)?;
+            let Some(slot) = deal
+                .slots
+                .iter()
+                .position(|s| s.status == SlotStatus::Freed)
+            else {
+                continue;
+            };
+            if self.store.usage().free() < specs[slot].len() {
+                continue;
+            }
+            if let Err(e) = self
+                .submit(TxBody::ClaimSlot {
+                    deal: id,
+                    slot: slot as u16,
+                })
+                .await
+            {
+                // Another provider claimed it first, most likely.
+                tracing::debug!(deal = %id.short(), slot, error = %format!("{e:#}"), "claim refused");
+                continue;
+            }
+            tracing::info!(deal = %id.short(), slot, "claimed a freed slot; rebuilding it");
+            match self.rebuild(id, &deal, slot).await {
+                Ok(()) => {
+                    self.submit(TxBody::AcceptSlot {
+                        deal: id,
+                        slot: slot as u16,
+                    })
+                    .await?;
+                    tracing::info!(deal = %id.short(), slot, "repaired slot accepted");
+                    repaired += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(deal = %id.short(), slot, error = %format!("{e:#}"), "repair failed")
+                }
+            }
+        }
+        Ok(repaired)
+    }
+
+    /// Rebuilds slot `slot` of `deal` from any k shards per stripe of the other holders, checks it
+    /// against the slot root and stores it.
+    async fn rebuild(self: &Arc<Self>, deal_id: DealId, deal: &Deal, slot: usize) -> Result<()> {
+        let manifest = deal
+            .manifest
+            .verify()
+            .map_err(|e| anyhow!("deal manifest: {e}"))?;
+        let (object, specs) = deal_specs(deal)?;
+        let spec = specs[slot];
+        let key = SlotKey::new(object, slot as u16);
+        let mut holders = Vec::with_capacity(deal.slots.len());
+        for (j, s) in deal.slots.iter().enumerate() {
+            let holder = match (s.holder, s.status) {
+                (Some(h), SlotStatus::Active { .. }) if j != slot => {
+                    match self.ledger.request(LedgerRequest::Provider(h)).await? {
+                        LedgerResponse::Provider(p) => p,
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            holders.push(holder);
+        }
+        let mut source = crate::creator::NetShardSource::new(
+            tokio::runtime::Handle::current(),
+            self.net.clone(),
+            manifest.clone(),
+            holders,
+        )?;
+        let store = self.store.clone();
+        let scratch = self
+            .dir
+            .join(format!("repair-{}-{slot}.tmp", deal_id.short()));
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            use atlas_protocol::tree::{group_cvs, shard_level, Outboard};
+            use std::os::unix::fs::FileExt;
+            // A stale local copy (say, one this provider lost or damaged) must not be mistaken
+            // for the rebuilt slot.
+            store.delete_slot(key)?;
+            let layout = manifest.layout();
+            let c = layout.shard_size();
+            let file = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&scratch)?;
+            let result = (|| -> Result<()> {
+                let mut buf = vec![0u8; c as usize];
+                let mut groups = Vec::new();
+                for stripe in 0..layout.stripes() {
+                    atlas_protocol::erasure::rebuild_shard(&layout, &mut source, stripe, slot, &mut buf)?;
+                    group_cvs(stripe * c, &buf, &mut groups);
+                    file.write_all_at(&buf, stripe * c)?;
+                }
+                let outboard = Outboard::from_groups(TreeShape::new(spec.len())?, groups)?;
+                if outboard.root() != spec.root() {
+                    bail!("the rebuilt slot does not match its root (holders sent inconsistent shards)");
+                }
+                store.create_slot(key, spec)?;
+                let level = shard_level(c);
+                for stripe in 0..layout.stripes() {
+                    file.read_exact_at(&mut buf, stripe * c)?;
+                    let siblings = if level == outboard.shape().height() {
+                        Vec::new()
+                    } else {
+                        outboard.siblings(level, stripe)?
+                    };
+                    let shard = VerifiedShard::verify(&spec.root(), spec.stripes, stripe, buf.clone(), &siblings)?;
+                    store.put_shard(key, &shard)?;
+                }
+                Ok(())
+            })();
+            let _ = std::fs::remove_file(&scratch);
+            result
+        })
+        .await??;
+        self.update_store_metrics();
+        Ok(())
+    }
+
+    /// Looks for freed slots to repair every `poll`, until shutdown.
+    pub async fn run_repairer(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.repair_round().await {
+                tracing::warn!(error = %format!("{e:#}"), "repair round failed");
+            }
+        }
     }
 
     /// Checks the ledger every `poll` and proves what is due, until shutdown.

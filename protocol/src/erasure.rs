@@ -453,3 +453,45 @@ pub fn decode_range(
     }
     Ok(stats)
 }
+
+/// Rebuilds shard `(stripe, slot)` (data or parity) from any `k` other verified shards of the
+/// stripe: what a repairer does for a slot whose holder is gone. `buf` receives the shard.
+pub fn rebuild_shard(
+    layout: &Layout,
+    source: &mut dyn ShardSource,
+    stripe: u64,
+    slot: usize,
+    buf: &mut [u8],
+) -> Result<(), DecodeError> {
+    let rs = ReedSolomon::new(layout.data_shards(), layout.parity_shards())
+        .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
+    let (k, n) = (layout.data_shards(), layout.total_shards());
+    let c = layout.shard_size() as usize;
+    let mut shards = vec![0u8; n * c];
+    let mut present = vec![false; n];
+    let mut available = 0;
+    // Data shards first: with all of them present only the missing one needs computing.
+    for j in (0..n).filter(|&j| j != slot) {
+        if available == k {
+            break;
+        }
+        let ok = source
+            .read_verified(stripe, j, &mut shards[j * c..(j + 1) * c])
+            .map_err(DecodeError::Source)?;
+        present[j] = ok;
+        available += ok as usize;
+    }
+    if available < k {
+        return Err(DecodeError::NotEnoughShards {
+            stripe,
+            available,
+            needed: k,
+        });
+    }
+    let mut pieces: Vec<(&mut [u8], bool)> =
+        shards.chunks_mut(c).zip(present.iter().copied()).collect();
+    rs.reconstruct(&mut pieces)
+        .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
+    buf.copy_from_slice(&shards[slot * c..(slot + 1) * c]);
+    Ok(())
+}

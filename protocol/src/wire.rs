@@ -41,6 +41,8 @@ pub enum LedgerRequest {
     HeldBy(PublicKey),
     /// Deals whose object id or deal id starts with this lowercase hex prefix.
     Find(String),
+    /// Live deals with at least one freed slot waiting for a repairer.
+    Repairable,
 }
 
 /// Where the chain stands.

@@ -134,6 +134,11 @@ impl ProviderNode {
                 .clone()
                 .run_prover(Duration::from_millis(50), shutdown.clone()),
         );
+        let repairer = tokio::spawn(
+            provider
+                .clone()
+                .run_repairer(Duration::from_millis(100), shutdown.clone()),
+        );
         Ok(Self {
             key,
             dir: dir.to_path_buf(),
@@ -141,7 +146,7 @@ impl ProviderNode {
             price,
             provider,
             shutdown,
-            tasks: vec![net_task, prover],
+            tasks: vec![net_task, prover, repairer],
         })
     }
 
@@ -220,4 +225,198 @@ where
             anyhow::bail!("timed out after {timeout:?} waiting for {what}");
         }
     }
+}
+
+/// Replays the ledger's chain from genesis through its newest block with the escrow rules,
+/// checking every header's signature, parent link and state root, and that tokens are conserved
+/// after every block. Returns the state right after each epoch settlement, then the final state.
+pub async fn replay_chain(
+    client: &LedgerClient,
+    sequencer: &atlas_protocol::PublicKey,
+) -> Result<(
+    Vec<atlas_protocol::escrow::Escrow>,
+    atlas_protocol::escrow::Escrow,
+)> {
+    use atlas_protocol::escrow::Escrow;
+    use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
+    let status = client.status().await?;
+    let mut state = Escrow::new(
+        status.params.clone(),
+        atlas_protocol::chain::genesis_beacon(sequencer),
+    );
+    let mut prev = [0u8; 32];
+    let mut settled = Vec::new();
+    for h in 0..=status.height {
+        let block = match client.request(LedgerRequest::Block(h)).await? {
+            LedgerResponse::Block(Some(b)) => b,
+            other => anyhow::bail!("block {h} missing: {other:?}"),
+        };
+        block
+            .header
+            .verify(Some(sequencer))
+            .map_err(|e| anyhow::anyhow!("block {h}: {e}"))?;
+        anyhow::ensure!(
+            block.header.header.prev == prev,
+            "block {h} does not chain to its parent"
+        );
+        if h > 0 && h % status.epoch_blocks == 0 {
+            state.advance_epoch(prev);
+            settled.push(state.clone());
+        }
+        for tx in &block.txs {
+            let tx = tx.verify().map_err(|e| anyhow::anyhow!("block {h}: {e}"))?;
+            state
+                .apply(&tx)
+                .map_err(|e| anyhow::anyhow!("block {h}: included transaction refused: {e}"))?;
+        }
+        anyhow::ensure!(
+            state.state_root() == block.header.header.state_root,
+            "block {h}: state root differs from the replay"
+        );
+        anyhow::ensure!(
+            state.total_supply() == state.minted(),
+            "block {h}: tokens not conserved"
+        );
+        prev = block.header.header.hash();
+    }
+    Ok((settled, state))
+}
+
+/// A ledger (100 ms blocks, 5-block epochs, faucet) and `n` providers priced 1000, 1001, ...
+#[derive(Debug)]
+pub struct Cluster {
+    pub ledger: LedgerNode,
+    pub ledger_key: Keypair,
+    pub providers: Vec<ProviderNode>,
+}
+
+impl Cluster {
+    pub async fn start(dir: &Path, n: usize) -> Result<Self> {
+        let ledger_key = new_key();
+        let ledger = LedgerNode::start(
+            &dir.join("ledger"),
+            ledger_key.clone(),
+            ChainConfig {
+                block_time: Duration::from_millis(100),
+                epoch_blocks: 5,
+                faucet: true,
+            },
+        )
+        .await?;
+        let mut providers = Vec::new();
+        for i in 0..n {
+            providers.push(
+                ProviderNode::start(&dir.join(format!("p{i}")), &ledger.addr, 1000 + i as u128)
+                    .await?,
+            );
+        }
+        Ok(Self {
+            ledger,
+            ledger_key,
+            providers,
+        })
+    }
+
+    /// Funds a new creator, encodes `len` random bytes at `k + m` with 64 KiB shards and pins
+    /// them; the creator's node is gone when this returns. Returns the file, its manifest and
+    /// the deal.
+    pub async fn pin_random(
+        &self,
+        dir: &Path,
+        len: usize,
+        k: u16,
+        m: u16,
+    ) -> Result<(
+        Vec<u8>,
+        atlas_protocol::VerifiedManifest,
+        atlas_protocol::DealId,
+    )> {
+        let creator = new_key();
+        let video = dir.join("video.mp4");
+        let data = random_file(&video, len, 7);
+        let enc = dir.join("enc");
+        let manifest = encode(&creator, &video, &enc, k, m, 64 * 1024)?;
+        let client = self.ledger.client(&creator).await?;
+        client
+            .submit(
+                &creator,
+                atlas_protocol::escrow::TxBody::Faucet { amount: 10_000_000 },
+            )
+            .await?;
+        let deal = atlas_node::creator::pin(
+            &client,
+            client.net(),
+            &creator,
+            &enc,
+            60,
+            u128::MAX,
+            &mut |_, _| {},
+        )
+        .await?;
+        Ok((data, manifest, deal))
+    }
+
+    /// Takes the provider holding `key` out of the cluster.
+    pub fn take(&mut self, key: &atlas_protocol::PublicKey) -> Option<ProviderNode> {
+        let i = self.providers.iter().position(|p| &p.key.public() == key)?;
+        Some(self.providers.remove(i))
+    }
+
+    pub async fn stop(self) -> Result<()> {
+        for p in self.providers {
+            p.stop().await;
+        }
+        self.ledger.stop().await
+    }
+}
+
+/// Reads a whole object from its current holders into `out` with a fresh node; returns the bytes
+/// and the slots whose holders did not serve.
+pub async fn read_back(
+    client: &LedgerClient,
+    deal: atlas_protocol::DealId,
+    out: &Path,
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    use atlas_protocol::escrow::SlotStatus;
+    use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
+    let d = atlas_node::creator::deal_info(client, deal).await?;
+    let manifest = d
+        .manifest
+        .verify()
+        .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
+    let mut holders = Vec::new();
+    for s in &d.slots {
+        let p = match (s.holder, s.status) {
+            (Some(h), SlotStatus::Active { .. }) => {
+                match client.request(LedgerRequest::Provider(h)).await? {
+                    LedgerResponse::Provider(p) => p,
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        holders.push(p);
+    }
+    let mut source = atlas_node::creator::NetShardSource::new(
+        tokio::runtime::Handle::current(),
+        client.net().clone(),
+        manifest.clone(),
+        holders,
+    )?;
+    let layout = manifest.layout();
+    let file_hash = manifest.manifest().file_hash;
+    let out2 = out.to_path_buf();
+    let (result, failed) = tokio::task::spawn_blocking(move || {
+        let r = atlas_storage::slot_dir::decode_to_file(
+            &layout,
+            &file_hash,
+            &mut source,
+            &out2,
+            &mut |_| {},
+        );
+        (r, source.failed_slots())
+    })
+    .await?;
+    result?;
+    Ok((std::fs::read(out)?, failed))
 }

@@ -4,11 +4,10 @@
 
 use atlas_node::creator::{self, NetShardSource};
 use atlas_node::ledger::ChainConfig;
-use atlas_protocol::chain::genesis_beacon;
 use atlas_protocol::escrow::{Escrow, SlotStatus, TxBody};
 use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
 use atlas_storage::{slot_dir, SlotStore};
-use atlas_tests::{encode, new_key, random_file, wait_for, LedgerNode, ProviderNode};
+use atlas_tests::{encode, new_key, random_file, replay_chain, wait_for, LedgerNode, ProviderNode};
 use std::time::Duration;
 
 const EPOCH_BLOCKS: u64 = 5;
@@ -94,48 +93,9 @@ async fn scenario() {
 
     // Replay the chain from genesis: every block's state root must match, and the state right after
     // five epochs' settlement shows exact payments.
-    let status = observer.status().await.expect("status");
-    let mut state = Escrow::new(status.params.clone(), genesis_beacon(&ledger_key.public()));
-    let mut prev = [0u8; 32];
-    let mut snapshots = Vec::new();
-    for h in 0..=status.height {
-        let block = match observer
-            .request(LedgerRequest::Block(h))
-            .await
-            .expect("block")
-        {
-            LedgerResponse::Block(Some(b)) => b,
-            other => panic!("block {h} missing: {other:?}"),
-        };
-        block
-            .header
-            .verify(Some(&ledger_key.public()))
-            .expect("signed by the sequencer");
-        assert_eq!(
-            block.header.header.prev, prev,
-            "block {h} chains to its parent"
-        );
-        if h > 0 && h % EPOCH_BLOCKS == 0 {
-            state.advance_epoch(prev);
-            snapshots.push(state.clone());
-        }
-        for tx in &block.txs {
-            state
-                .apply(&tx.verify().expect("signed"))
-                .expect("every included transaction applies");
-        }
-        assert_eq!(
-            state.state_root(),
-            block.header.header.state_root,
-            "block {h}"
-        );
-        assert_eq!(
-            state.total_supply(),
-            state.minted(),
-            "tokens conserved at {h}"
-        );
-        prev = block.header.header.hash();
-    }
+    let (snapshots, _) = replay_chain(&observer, &ledger_key.public())
+        .await
+        .expect("the chain replays");
     let first_due = opened_slots_first_epoch(&snapshots, deal_id);
     let after_five = snapshots
         .iter()

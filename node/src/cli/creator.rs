@@ -63,6 +63,55 @@ pub struct StatusArgs {
     pub ledger: Option<String>,
 }
 
+/// `atlas deal topup | extend | cancel`.
+#[derive(Debug, Args)]
+pub struct DealArgs {
+    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
+    #[arg(long, global = true)]
+    pub ledger: Option<String>,
+    #[command(subcommand)]
+    pub command: DealCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DealCommand {
+    /// Add AMOUNT tokens to the deal's escrow.
+    Topup { id: String, amount: u128 },
+    /// Pay for EPOCHS more epochs (at the deal's prices) and move its end out.
+    Extend { id: String, epochs: u64 },
+    /// End the deal at this epoch's boundary: holders are paid through it, the rest is refunded.
+    Cancel { id: String },
+}
+
+pub fn deal(ctx: &Context, args: DealArgs) -> Result<()> {
+    use atlas_protocol::escrow::TxBody;
+    let key = ctx.home()?.load_key()?;
+    let addr = ledger_addr(args.ledger.as_deref())?;
+    let (deal_id, d, epoch) = super::runtime()?.block_on(async {
+        let client = LedgerClient::connect(&key, addr).await?;
+        let (DealCommand::Topup { id, .. }
+        | DealCommand::Extend { id, .. }
+        | DealCommand::Cancel { id }) = &args.command;
+        let (deal_id, _) = creator::find_deal(&client, id).await?;
+        let body = match args.command {
+            DealCommand::Topup { amount, .. } => TxBody::TopUp {
+                deal: deal_id,
+                amount,
+            },
+            DealCommand::Extend { epochs, .. } => TxBody::Extend {
+                deal: deal_id,
+                epochs,
+            },
+            DealCommand::Cancel { .. } => TxBody::CancelDeal { deal: deal_id },
+        };
+        client.submit(&key, body).await?;
+        let d = creator::deal_info(&client, deal_id).await?;
+        let epoch = client.status().await?.epoch;
+        anyhow::Ok((deal_id, d, epoch))
+    })?;
+    print_status(ctx, deal_id, &d, epoch)
+}
+
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].

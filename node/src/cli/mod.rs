@@ -62,6 +62,8 @@ pub enum Command {
     Status(creator::StatusArgs),
     /// This creator's catalogue with health and escrow.
     Ls(creator::LsArgs),
+    /// Top up, extend or cancel a deal.
+    Deal(creator::DealArgs),
 }
 
 /// Runs a parsed command line.
@@ -83,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Get(args) => creator::get(&ctx, args),
         Command::Status(args) => creator::status(&ctx, args),
         Command::Ls(args) => creator::ls(&ctx, args),
+        Command::Deal(args) => creator::deal(&ctx, args),
     }
 }
 

@@ -16,6 +16,13 @@ use tokio_util::sync::CancellationToken;
 pub enum ProviderCommand {
     /// Offer storage: register, take slots, prove every epoch, serve reads.
     Run(RunArgs),
+    /// Leave gracefully: take no new slots; after the notice period the held slots are handed over
+    /// for repair without slashing and the collateral comes back.
+    Exit {
+        /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
+        #[arg(long)]
+        ledger: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -44,7 +51,10 @@ pub struct RunArgs {
 }
 
 pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
-    let ProviderCommand::Run(args) = cmd;
+    let args = match cmd {
+        ProviderCommand::Run(args) => args,
+        ProviderCommand::Exit { ledger } => return exit(ctx, ledger),
+    };
     crate::init_logging("info,libp2p_swarm=warn,libp2p_kad=error");
     let home = ctx.home()?;
     let key = home.load_or_generate_key()?;
@@ -75,10 +85,40 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
         super::announce(provider.net(), registry, args.metrics, &shutdown).await?;
         provider.serve_streams(shutdown.clone())?;
         let prover = tokio::spawn(provider.clone().run_prover(args.poll, shutdown.clone()));
+        let repairer = tokio::spawn(provider.clone().run_repairer(args.poll, shutdown.clone()));
         super::wait_for_signal().await;
         shutdown.cancel();
         let _ = prover.await;
+        let _ = repairer.await;
         let _ = net_task.await;
+        Ok(())
+    })
+}
+
+fn exit(ctx: &Context, ledger: Option<String>) -> Result<()> {
+    let key = ctx.home()?.load_key()?;
+    let addr = ledger_addr(ledger.as_deref())?;
+    super::runtime()?.block_on(async move {
+        let client = crate::client::LedgerClient::connect(&key, addr).await?;
+        let height = client
+            .submit(&key, atlas_protocol::escrow::TxBody::ExitProvider)
+            .await?;
+        let status = client.status().await?;
+        let notice = status.params.exit_notice_epochs;
+        if ctx.json {
+            ctx.print_json(&serde_json::json!({
+                "provider": key.public().to_string(),
+                "block": height,
+                "epoch": status.epoch,
+                "slots_handed_over_at_epoch": status.epoch + notice,
+            }));
+        } else {
+            println!(
+                "exit recorded in block {height} (epoch {}); held slots are handed over at epoch {} and the collateral returns once none are left",
+                status.epoch,
+                status.epoch + notice
+            );
+        }
         Ok(())
     })
 }

@@ -121,6 +121,9 @@ pub struct Slot {
     pub repairs: u32,
     /// A repair bounty is owed at the holder's first valid proof.
     pub bounty_due: bool,
+    /// The last holder that lost this slot by failing it (missed proofs, or a claim never
+    /// delivered): it may not claim any slot of this deal again.
+    pub failed_by: Option<PublicKey>,
 }
 
 /// One pinned object.
@@ -260,6 +263,8 @@ pub enum EscrowError {
     AlreadyProven,
     #[error("invalid proof: {0}")]
     InvalidProof(String),
+    #[error("this provider lost a slot of this object by failing it and may not claim any back")]
+    FailedThisSlot,
     #[error("arithmetic overflow")]
     Overflow,
 }
@@ -518,6 +523,9 @@ impl Escrow {
                 if s.status != SlotStatus::Freed {
                     return Err(EscrowError::WrongSlotState(s.status));
                 }
+                if d.slots.iter().any(|other| other.failed_by == Some(signer)) {
+                    return Err(EscrowError::FailedThisSlot);
+                }
                 if d.slots.iter().any(|other| other.holder == Some(signer)) {
                     return Err(EscrowError::DuplicateProvider);
                 }
@@ -709,6 +717,7 @@ impl Escrow {
                 total_misses: 0,
                 repairs: 0,
                 bounty_due: false,
+                failed_by: None,
             })
             .collect::<Vec<_>>();
         self.deals.insert(
@@ -852,6 +861,7 @@ impl Escrow {
                                 s.collateral = 0;
                                 released.push((holder, 0, d.slot_len));
                                 free(s);
+                                s.failed_by = Some(holder);
                                 events.push(Event::Freed {
                                     deal: id,
                                     slot: j,
@@ -871,6 +881,7 @@ impl Escrow {
                         }
                         released.push((holder, 0, d.slot_len));
                         free(s);
+                        s.failed_by = Some(holder);
                         events.push(Event::Freed {
                             deal: id,
                             slot: j,
