@@ -357,6 +357,7 @@ fn print_status(ctx: &Context, deal_id: DealId, deal: &Deal, epoch: u64) -> Resu
                 "holder": s.holder.map(|h| h.to_string()),
                 "state": slot_state(&s.status),
                 "misses": s.total_misses,
+                "proven_epoch": s.proven,
                 "repairs": s.repairs,
                 "paid": s.paid.to_string(),
                 "price_per_epoch": s.price.to_string(),

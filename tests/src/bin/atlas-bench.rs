@@ -554,12 +554,14 @@ fn spawn_service(
     ledger: Option<&str>,
 ) -> Result<(Child, String), String> {
     use std::io::BufRead;
+    fs::create_dir_all(home).map_err(|e| e.to_string())?;
+    let log = File::create(home.join("service.log")).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(&opts.atlas);
     cmd.args(args)
         .env("ATLAS_HOME", home)
-        .env("ATLAS_LOG", "warn")
+        .env("ATLAS_LOG", "info,libp2p=warn")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
+        .stderr(log);
     if let Some(l) = ledger {
         cmd.env("ATLAS_LEDGER", l);
     }
@@ -631,7 +633,8 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
         None,
     )?;
     let mut providers = Vec::new();
-    for i in 0..6 {
+    // Six holders and two spares (the two dearest) that repair what the dead leave behind.
+    for i in 0..8 {
         let home = root.join(format!("p{i}"));
         let price = (1000 + i).to_string();
         let (child, _) = spawn_service(
@@ -684,6 +687,7 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
     if hash_file(&out)? != hash_file(input)? {
         return Err("the degraded read returned different bytes".into());
     }
+    let (repair_epochs, repair_speed) = wait_for_repair(opts, &root, &with_ledger, &id)?;
     drop(providers);
     println!(
         "\n{:<46} {:>9} {:>22} {:>9}",
@@ -701,6 +705,23 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
     println!(
         "{:<46} {:>9.0} {:>22} {:>9}",
         "  atlas get, 2 of 6 holders down", get_degraded, "", ">= 200"
+    );
+    println!(
+        "{:<46} {:>9.0} {:>22} {:>9}",
+        format!(
+            "  repair: rebuild a {} MiB slot from 4 holders",
+            opts.size / 4 / MIB
+        ),
+        repair_speed,
+        "",
+        ">= 150"
+    );
+    println!(
+        "{:<46} {:>9} {:>22} {:>9}",
+        "  repair: holder killed -> new holder proven",
+        format!("{repair_epochs} epochs"),
+        "(max_misses = 3)",
+        "<= 5"
     );
     let _ = fs::remove_dir_all(&root);
     Ok(())
@@ -805,4 +826,62 @@ fn prover_cpu(opts: &Opts) -> Result<(), String> {
         format!("{:.1} MiB", bytes_on_wire as f64 / MIB as f64)
     );
     Ok(())
+}
+
+/// Waits until slots 0 and 1 (whose holders were killed) are held and proven by spares. Returns
+/// the epochs from the kill to the first proof by a new holder, and the rebuild speed the spares
+/// logged (slot bytes over the time between their claim and their acceptance).
+fn wait_for_repair(
+    opts: &Opts,
+    root: &Path,
+    with_ledger: &dyn Fn(&[&str]) -> Result<String, String>,
+    id: &str,
+) -> Result<(u64, f64), String> {
+    let status = |()| -> Result<serde_json::Value, String> {
+        let text = with_ledger(&["status", id, "--json"])?;
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    };
+    let killed_at = status(())?["epoch"].as_u64().ok_or("no epoch in status")?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    let proven_at = loop {
+        let s = status(())?;
+        let slots = s["slots"].as_array().ok_or("no slots in status")?;
+        let repaired: Vec<u64> = slots[..2]
+            .iter()
+            .filter(|x| x["repairs"].as_u64() == Some(1) && x["state"] == "active")
+            .filter_map(|x| x["proven_epoch"].as_u64())
+            .collect();
+        if repaired.len() == 2 {
+            break repaired.into_iter().max().unwrap_or(0);
+        }
+        if Instant::now() > deadline {
+            return Err("the killed holders' slots were not repaired within 5 minutes".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // Each spare logs when it claimed and when its rebuilt slot was accepted.
+    let slot_bytes = (opts.size / 4).div_ceil(MIB) * MIB;
+    let mut speeds = Vec::new();
+    for i in 6..8 {
+        let log = fs::read_to_string(root.join(format!("p{i}/service.log"))).unwrap_or_default();
+        let at = |needle: &str| -> Option<f64> {
+            log.lines().find(|l| l.contains(needle)).and_then(|l| {
+                let ts = l.split_whitespace().next()?;
+                let t = ts.split('T').nth(1)?.trim_end_matches('Z');
+                let mut parts = t.split(':');
+                let h: f64 = parts.next()?.parse().ok()?;
+                let m: f64 = parts.next()?.parse().ok()?;
+                let s: f64 = parts.next()?.parse().ok()?;
+                Some(h * 3600.0 + m * 60.0 + s)
+            })
+        };
+        if let (Some(a), Some(b)) = (at("claimed a freed slot"), at("repaired slot accepted")) {
+            speeds.push(slot_bytes as f64 / (b - a).max(1e-3) / 1e6);
+        }
+    }
+    let speed = speeds.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok((
+        proven_at.saturating_sub(killed_at),
+        if speed.is_finite() { speed } else { 0.0 },
+    ))
 }
