@@ -629,7 +629,17 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
     let (_ledger, ledger_addr) = spawn_service(
         opts,
         &root.join("ledger"),
-        &["ledger", "run", "--faucet", "--block-time", "200ms"],
+        // 5-second epochs: long enough for a spare to rebuild a 256 MiB slot within the claim
+        // deadline (3 epochs) on this machine, short enough to watch a repair in one run.
+        &[
+            "ledger",
+            "run",
+            "--faucet",
+            "--block-time",
+            "200ms",
+            "--epoch-blocks",
+            "25",
+        ],
         None,
     )?;
     let mut providers = Vec::new();
