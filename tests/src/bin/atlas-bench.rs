@@ -701,7 +701,7 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
     drop(providers);
     println!(
         "\n{:<46} {:>9} {:>22} {:>9}",
-        "network: ledger + 6 provider processes", "MB/s", "vs reference", "target"
+        "network: ledger + 8 provider processes (6 hold)", "MB/s", "vs reference", "target"
     );
     println!("{:<46} {:>9.0}", "  raw loopback TCP, one connection", tcp);
     println!(
