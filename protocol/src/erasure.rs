@@ -406,24 +406,16 @@ pub fn decode_range(
         }
         if available < wanted.len() {
             // Top up to k verified shards: other data shards first, then parity.
-            for j in (0..n).filter(|j| !wanted.contains(j)) {
-                if available == k {
-                    break;
-                }
-                let ok = source
-                    .read_verified(stripe, j, &mut buf[j * c..(j + 1) * c])
-                    .map_err(DecodeError::Source)?;
-                stats.shards_read += 1;
-                present[j] = ok;
-                available += ok as usize;
-            }
-            if available < k {
-                return Err(DecodeError::NotEnoughShards {
-                    stripe,
-                    available,
-                    needed: k,
-                });
-            }
+            stats.shards_read += top_up(
+                source,
+                stripe,
+                (0..n).filter(|j| !wanted.contains(j)),
+                k,
+                c,
+                &mut buf,
+                &mut present,
+                &mut available,
+            )?;
             let mut shards: Vec<(&mut [u8], bool)> =
                 buf.chunks_mut(c).zip(present.iter().copied()).collect();
             rs.reconstruct_data(&mut shards)
@@ -471,27 +463,55 @@ pub fn rebuild_shard(
     let mut present = vec![false; n];
     let mut available = 0;
     // Data shards first: with all of them present only the missing one needs computing.
-    for j in (0..n).filter(|&j| j != slot) {
-        if available == k {
-            break;
-        }
-        let ok = source
-            .read_verified(stripe, j, &mut shards[j * c..(j + 1) * c])
-            .map_err(DecodeError::Source)?;
-        present[j] = ok;
-        available += ok as usize;
-    }
-    if available < k {
-        return Err(DecodeError::NotEnoughShards {
-            stripe,
-            available,
-            needed: k,
-        });
-    }
+    top_up(
+        source,
+        stripe,
+        (0..n).filter(|&j| j != slot),
+        k,
+        c,
+        &mut shards,
+        &mut present,
+        &mut available,
+    )?;
     let mut pieces: Vec<(&mut [u8], bool)> =
         shards.chunks_mut(c).zip(present.iter().copied()).collect();
     rs.reconstruct(&mut pieces)
         .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
     buf.copy_from_slice(&shards[slot * c..(slot + 1) * c]);
     Ok(())
+}
+
+/// Reads shards of `stripe` from `candidates`, in order, until `available` reaches `k`; fails if
+/// the candidates run out first. Returns how many reads it made.
+#[allow(clippy::too_many_arguments)]
+fn top_up(
+    source: &mut dyn ShardSource,
+    stripe: u64,
+    candidates: impl Iterator<Item = usize>,
+    k: usize,
+    c: usize,
+    buf: &mut [u8],
+    present: &mut [bool],
+    available: &mut usize,
+) -> Result<u64, DecodeError> {
+    let mut reads = 0;
+    for j in candidates {
+        if *available == k {
+            break;
+        }
+        let ok = source
+            .read_verified(stripe, j, &mut buf[j * c..(j + 1) * c])
+            .map_err(DecodeError::Source)?;
+        reads += 1;
+        present[j] = ok;
+        *available += ok as usize;
+    }
+    if *available < k {
+        return Err(DecodeError::NotEnoughShards {
+            stripe,
+            available: *available,
+            needed: k,
+        });
+    }
+    Ok(reads)
 }
