@@ -112,18 +112,29 @@ impl LedgerClient {
     /// Returns the block height.
     pub async fn submit(&self, key: &Keypair, body: TxBody) -> Result<u64> {
         let kind = body.kind();
-        let nonce = self.account(&key.public()).await?.nonce;
-        let signed = Tx {
-            signer: key.public(),
-            nonce,
-            body,
-        }
-        .sign(key)
-        .map_err(|e| anyhow!("signing the {kind} transaction: {e}"))?;
-        match self.request(LedgerRequest::Submit(signed)).await? {
-            LedgerResponse::Included { height, .. } => Ok(height),
-            LedgerResponse::Rejected(reason) => bail!("the ledger refused the {kind}: {reason}"),
-            other => bail!("unexpected ledger answer: {other:?}"),
+        // Another process with the same key (a running provider, say) may take a nonce between our
+        // query and our submission: ask again a few times before giving up.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let nonce = self.account(&key.public()).await?.nonce;
+            let signed = Tx {
+                signer: key.public(),
+                nonce,
+                body: body.clone(),
+            }
+            .sign(key)
+            .map_err(|e| anyhow!("signing the {kind} transaction: {e}"))?;
+            match self.request(LedgerRequest::Submit(signed)).await? {
+                LedgerResponse::Included { height, .. } => return Ok(height),
+                LedgerResponse::Rejected(reason) if reason.contains("nonce") && attempts < 5 => {
+                    continue
+                }
+                LedgerResponse::Rejected(reason) => {
+                    bail!("the ledger refused the {kind}: {reason}")
+                }
+                other => bail!("unexpected ledger answer: {other:?}"),
+            }
         }
     }
 }
