@@ -81,6 +81,17 @@ async fn scenario() {
     let fault_epoch = observer.status().await.expect("status").epoch;
     cluster.providers.push(rotten);
 
+    // A reader is served rotten bytes with valid-looking proofs by slot 1's holder: it detects
+    // them, stops asking that holder, and rebuilds from parity. Identical bytes all the same.
+    let (got, failed) = read_back(&observer, deal_id, &dir.path().join("during.mp4"))
+        .await
+        .expect("reads back during the faults");
+    assert!(
+        got == data,
+        "identical bytes while one holder is dead and one lies"
+    );
+    assert_eq!(failed, vec![0, 1]);
+
     // Both faulty holders are slashed and lose their slots; spares rebuild and prove them.
     let params = observer.status().await.expect("status").params;
     let repaired = wait_for(
