@@ -253,29 +253,37 @@ impl Provider {
     }
 
     /// Serves inbound shard streams until shutdown.
-    pub fn serve_streams(self: &Arc<Self>, shutdown: CancellationToken) -> Result<()> {
+    /// Serves inbound shard streams until shutdown; returns the task, which ends (aborting every
+    /// stream handler it started) on shutdown.
+    pub fn serve_streams(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>> {
         let mut incoming = self
             .net
             .streams()
             .accept(shard::PROTOCOL)
             .map_err(|e| anyhow!("cannot accept shard streams: {e}"))?;
         let me = self.clone();
-        tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
+            // Handlers live in this set: dropping it at shutdown aborts them, so no stream keeps
+            // the provider (and its store) alive.
+            let mut handlers = tokio::task::JoinSet::new();
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    Some(_) = handlers.join_next(), if !handlers.is_empty() => continue,
                     next = incoming.next() => next,
                 };
                 let Some((peer, stream)) = next else { break };
                 let me = me.clone();
-                tokio::spawn(async move {
+                handlers.spawn(async move {
                     if let Err(error) = me.handle_stream(peer, stream).await {
                         tracing::debug!(%peer, error = %format!("{error:#}"), "shard stream ended");
                     }
                 });
             }
-        });
-        Ok(())
+        }))
     }
 
     async fn handle_stream(

@@ -128,7 +128,7 @@ impl ProviderNode {
             shutdown.clone(),
         )
         .await?;
-        provider.serve_streams(shutdown.clone())?;
+        let streams = provider.serve_streams(shutdown.clone())?;
         let prover = tokio::spawn(
             provider
                 .clone()
@@ -146,7 +146,7 @@ impl ProviderNode {
             price,
             provider,
             shutdown,
-            tasks: vec![net_task, prover, repairer],
+            tasks: vec![net_task, streams, prover, repairer],
         })
     }
 
@@ -162,12 +162,26 @@ impl ProviderNode {
         Self::start_with_key(&dir, &ledger, price, key).await
     }
 
-    /// Stops the provider: its network goes away and it proves nothing more.
+    /// Stops the provider: its network goes away, it proves nothing more, and once the last
+    /// in-flight request lets go of it, its store is closed.
     pub async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
+        // A request that was mid-flight (an acceptance waiting for its block) may still hold the
+        // provider for a moment; its store closes when the last holder drops it.
+        let weak = std::sync::Arc::downgrade(&self.provider);
+        drop(self.provider);
+        let _ = wait_for(
+            "the provider to be released",
+            Duration::from_secs(30),
+            || {
+                let alive = weak.strong_count() > 0;
+                async move { Ok((!alive).then_some(())) }
+            },
+        )
+        .await;
     }
 }
 

@@ -83,13 +83,14 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
         .await?;
         println!("provider {}", provider.net().peer_id());
         super::announce(provider.net(), registry, args.metrics, &shutdown).await?;
-        provider.serve_streams(shutdown.clone())?;
+        let streams = provider.serve_streams(shutdown.clone())?;
         let prover = tokio::spawn(provider.clone().run_prover(args.poll, shutdown.clone()));
         let repairer = tokio::spawn(provider.clone().run_repairer(args.poll, shutdown.clone()));
         super::wait_for_signal().await;
         shutdown.cancel();
         let _ = prover.await;
         let _ = repairer.await;
+        let _ = streams.await;
         let _ = net_task.await;
         Ok(())
     })
