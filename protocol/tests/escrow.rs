@@ -545,3 +545,20 @@ fn a_silent_holder_is_slashed_then_freed() {
     );
     assert_eq!(w.escrow.total_supply(), w.escrow.minted());
 }
+
+/// A big slot gets longer to be fetched or rebuilt before its holder forfeits it: the deadline
+/// grows with the slot's size at the slowest transfer rate the rules allow for.
+#[test]
+fn the_accept_deadline_grows_with_slot_size() {
+    let p = Params::default();
+    let small = p.accept_deadline(10, 64 << 10);
+    assert_eq!(small, 10 + p.accept_epochs + 1);
+    let big = p.accept_deadline(10, 1 << 30);
+    assert_eq!(
+        big,
+        10 + p.accept_epochs + (1u64 << 30).div_ceil(p.transfer_bytes_per_epoch)
+    );
+    assert!(big > small);
+    // An absurd size saturates instead of wrapping into the past.
+    assert_eq!(p.accept_deadline(u64::MAX - 1, u64::MAX), u64::MAX);
+}

@@ -33,8 +33,13 @@ pub struct Params {
     pub max_misses: u32,
     /// Share of a slot's locked collateral slashed into the repair reserve per miss, in basis points.
     pub slash_bps: u32,
-    /// Epochs a provider has to accept an assigned or claimed slot.
+    /// Epochs a provider has to accept an assigned or claimed slot, on top of the transfer time
+    /// that `transfer_bytes_per_epoch` allows for its size.
     pub accept_epochs: u64,
+    /// The slowest transfer or rebuild the rules allow for, in slot bytes per epoch: a slot of
+    /// `len` bytes gets `ceil(len / transfer_bytes_per_epoch)` more epochs to be accepted, so a big
+    /// slot is not forfeited by an honest provider that simply needs longer to fetch it.
+    pub transfer_bytes_per_epoch: u64,
     /// A slot's collateral is this many epochs of its price.
     pub collateral_epochs: u64,
     /// The repair reserve a deal deposits, in basis points of its total price.
@@ -47,6 +52,16 @@ pub struct Params {
     pub exit_notice_epochs: u64,
 }
 
+impl Params {
+    /// The epoch by which a slot of `slot_len` bytes assigned or claimed in `epoch` must be accepted.
+    pub fn accept_deadline(&self, epoch: u64, slot_len: u64) -> u64 {
+        let transfer = slot_len.div_ceil(self.transfer_bytes_per_epoch.max(1));
+        epoch
+            .saturating_add(self.accept_epochs)
+            .saturating_add(transfer)
+    }
+}
+
 impl Default for Params {
     fn default() -> Self {
         Self {
@@ -54,6 +69,9 @@ impl Default for Params {
             max_misses: 3,
             slash_bps: 2_000,
             accept_epochs: 3,
+            // 64 MiB an epoch: 6.4 MiB/s with the default 10-second epoch, far below what a
+            // provider on a home connection sustains.
+            transfer_bytes_per_epoch: 64 << 20,
             collateral_epochs: 10,
             reserve_bps: 1_000,
             bounty_epochs: 2,
@@ -513,7 +531,6 @@ impl Escrow {
             } => self.submit_proof(&signer, deal, *slot, *epoch, proof)?,
             TxBody::ClaimSlot { deal, slot } => {
                 let epoch = self.epoch;
-                let accept = self.params.accept_epochs;
                 let collateral_epochs = self.params.collateral_epochs as u128;
                 let d = self.live_deal(deal)?;
                 let s = d
@@ -537,11 +554,12 @@ impl Escrow {
                     .get_mut(&signer)
                     .expect("checked by check_capacity")
                     .used += slot_len;
+                let deadline = self.params.accept_deadline(epoch, slot_len);
                 let s = self.slot_mut(deal, *slot)?;
                 s.holder = Some(signer);
                 s.collateral = need;
                 s.status = SlotStatus::Pending {
-                    deadline: epoch + accept,
+                    deadline,
                     claimed: true,
                 };
                 s.repairs += 1;
@@ -699,7 +717,7 @@ impl Escrow {
             self.providers.get_mut(p).expect("checked above").used += slot_len;
         }
         let id = Self::deal_id(&tx.signer, tx.nonce);
-        let deadline = self.epoch + self.params.accept_epochs;
+        let deadline = self.params.accept_deadline(self.epoch, slot_len);
         let slots = providers
             .iter()
             .zip(&prices)
