@@ -5,10 +5,9 @@ use crate::client::LedgerClient;
 use crate::net::{NetHandle, PeerId};
 use crate::shard;
 use anyhow::{anyhow, bail, Context as _, Result};
-use atlas_protocol::erasure::ShardSource;
 use atlas_protocol::escrow::{Deal, Escrow, Provider, SlotStatus, TxBody};
 use atlas_protocol::manifest::VerifiedManifest;
-use atlas_protocol::tree::{shard_level, verify_shard, Outboard, TreeShape};
+use atlas_protocol::tree::{shard_level, Outboard, TreeShape};
 use atlas_protocol::wire::{LedgerRequest, LedgerResponse, ShardRequest, ShardResponse};
 use atlas_protocol::{DealId, Keypair, PublicKey};
 use atlas_storage::slot_dir::{self, SlotDir};
@@ -84,7 +83,7 @@ pub async fn open_shard_stream(
     provider: &Provider,
 ) -> Result<(PeerId, libp2p::Stream)> {
     let peer = PeerId::from_bytes(&provider.peer_id).context("provider has an invalid peer id")?;
-    net.add_addresses(peer, provider_addrs(provider)).await?;
+    net.connect(peer, provider_addrs(provider)).await?;
     let stream = net
         .streams()
         .open_stream(peer, shard::PROTOCOL)
@@ -313,140 +312,4 @@ fn prefix_string(p: &atlas_protocol::IdPrefix) -> String {
     p.as_str().to_string()
 }
 
-/// Reads shards from their holders over `/atlas/shard/1`, verifying each against its slot root.
-/// Used from a blocking thread: it drives the async network with `Handle::block_on`.
-pub struct NetShardSource {
-    rt: tokio::runtime::Handle,
-    net: NetHandle,
-    manifest: VerifiedManifest,
-    shape: TreeShape,
-    holders: Vec<Option<Provider>>,
-    streams: Vec<Option<libp2p::Stream>>,
-    failed: Vec<bool>,
-}
-
-impl std::fmt::Debug for NetShardSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "NetShardSource({})", self.manifest.id().short())
-    }
-}
-
-impl NetShardSource {
-    pub fn new(
-        rt: tokio::runtime::Handle,
-        net: NetHandle,
-        manifest: VerifiedManifest,
-        holders: Vec<Option<Provider>>,
-    ) -> Result<Self> {
-        let shape = TreeShape::new(manifest.layout().slot_len())?;
-        let n = holders.len();
-        Ok(Self {
-            rt,
-            net,
-            manifest,
-            shape,
-            holders,
-            streams: (0..n).map(|_| None).collect(),
-            failed: vec![false; n],
-        })
-    }
-
-    /// Slots whose holder could not serve.
-    pub fn failed_slots(&self) -> Vec<usize> {
-        (0..self.failed.len()).filter(|&j| self.failed[j]).collect()
-    }
-
-    async fn fetch(
-        net: &NetHandle,
-        stream: &mut Option<libp2p::Stream>,
-        provider: &Provider,
-        object: atlas_protocol::ObjectId,
-        slot: u16,
-        stripe: u64,
-    ) -> Result<(Vec<u8>, Vec<atlas_protocol::tree::Cv>)> {
-        if stream.is_none() {
-            let (_, s) = open_shard_stream(net, provider).await?;
-            *stream = Some(s);
-        }
-        let s = stream.as_mut().expect("opened above");
-        shard::write_request(
-            s,
-            &ShardRequest::Get {
-                object,
-                slot,
-                stripe,
-            },
-        )
-        .await?;
-        match shard::read_response(s).await? {
-            ShardResponse::Shard { len, siblings } => {
-                Ok((shard::read_body(s, len).await?, siblings))
-            }
-            ShardResponse::Error(e) => bail!("{e}"),
-            other => bail!("unexpected provider answer: {other:?}"),
-        }
-    }
-}
-
-impl ShardSource for NetShardSource {
-    fn read_verified(&mut self, stripe: u64, slot: usize, buf: &mut [u8]) -> std::io::Result<bool> {
-        if self.failed[slot] {
-            return Ok(false);
-        }
-        let Some(provider) = self.holders[slot].clone() else {
-            self.failed[slot] = true;
-            return Ok(false);
-        };
-        let object = self.manifest.id();
-        let fetched = self.rt.block_on(tokio::time::timeout(
-            Duration::from_secs(30),
-            Self::fetch(
-                &self.net,
-                &mut self.streams[slot],
-                &provider,
-                object,
-                slot as u16,
-                stripe,
-            ),
-        ));
-        let (bytes, siblings) = match fetched {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                tracing::info!(slot, stripe, error = %format!("{e:#}"), "holder cannot serve; using parity");
-                self.failed[slot] = true;
-                self.streams[slot] = None;
-                return Ok(false);
-            }
-            Err(_) => {
-                tracing::info!(slot, stripe, "holder timed out; using parity");
-                self.failed[slot] = true;
-                self.streams[slot] = None;
-                return Ok(false);
-            }
-        };
-        let c = self.manifest.layout().shard_size();
-        let root = self.manifest.slot_root(slot);
-        if bytes.len() != buf.len()
-            || verify_shard(&self.shape, &root, c, stripe, &bytes, &siblings).is_err()
-        {
-            // A holder that lies is not asked again.
-            tracing::warn!(slot, stripe, "holder sent a shard that fails verification");
-            self.failed[slot] = true;
-            self.streams[slot] = None;
-            return Ok(false);
-        }
-        buf.copy_from_slice(&bytes);
-        Ok(true)
-    }
-
-    fn check_rebuilt(
-        &mut self,
-        _stripe: u64,
-        _slot: usize,
-        _bytes: &[u8],
-    ) -> std::io::Result<bool> {
-        // The holder of a missing slot cannot vouch for it; the whole-file BLAKE3 check that
-        // `decode_to_file` makes before renaming the output covers rebuilt bytes.
-        Ok(true)
-    }
-}
+pub use crate::fetch::NetShardSource;

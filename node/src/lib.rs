@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod creator;
 pub mod encode;
+pub mod fetch;
 pub mod home;
 pub mod ledger;
 pub mod metrics;

@@ -630,13 +630,12 @@ impl Provider {
                 .truncate(true)
                 .open(&scratch)?;
             let result = (|| -> Result<()> {
-                let mut buf = vec![0u8; c as usize];
                 let mut groups = Vec::new();
-                for stripe in 0..layout.stripes() {
-                    atlas_protocol::erasure::rebuild_shard(&layout, &mut source, stripe, slot, &mut buf)?;
-                    group_cvs(stripe * c, &buf, &mut groups);
-                    file.write_all_at(&buf, stripe * c)?;
-                }
+                atlas_protocol::erasure::rebuild_slot(&layout, &mut source, slot, &mut |stripe, shard| {
+                    group_cvs(stripe * c, shard, &mut groups);
+                    file.write_all_at(shard, stripe * c)
+                })?;
+                let mut buf = vec![0u8; c as usize];
                 let outboard = Outboard::from_groups(TreeShape::new(spec.len())?, groups)?;
                 if outboard.root() != spec.root() {
                     bail!("the rebuilt slot does not match its root (holders sent inconsistent shards)");

@@ -339,6 +339,68 @@ pub trait ShardSource {
     /// Checks a data shard that was rebuilt from parity against its slot root. `false` means the
     /// object's slots are not one consistent code (a creator signed mismatched parity).
     fn check_rebuilt(&mut self, stripe: u64, slot: usize, bytes: &[u8]) -> io::Result<bool>;
+
+    /// A hint that `(stripe, slot)` will be read soon, so a source that fetches over a network can
+    /// start early. Sources that read locally ignore it.
+    fn prefetch(&mut self, _stripe: u64, _slot: usize) {}
+}
+
+/// Stripes the decoder hints ahead of the one it works on: enough to keep every holder's stream
+/// busy while a stripe is decoded, within about 8 MiB of shards per slot.
+fn lookahead(shard_size: u64) -> u64 {
+    ((8 << 20) / shard_size.max(1)).clamp(2, 16)
+}
+
+/// Hints upcoming reads to the source: for each stripe ahead, the slots the caller expects to use
+/// (the ones that served the latest stripe).
+struct Ahead {
+    next: u64,
+    end: u64,
+    window: u64,
+    plan: Vec<usize>,
+}
+
+impl Ahead {
+    fn new(stripes: Range<u64>, shard_size: u64, plan: Vec<usize>) -> Self {
+        Self {
+            next: stripes.start,
+            end: stripes.end,
+            window: lookahead(shard_size),
+            plan,
+        }
+    }
+
+    /// Hints every stripe up to `stripe + window` not hinted yet.
+    fn advance(
+        &mut self,
+        source: &mut dyn ShardSource,
+        stripe: u64,
+        wanted: impl Fn(u64, usize) -> bool,
+    ) {
+        let until = stripe.saturating_add(self.window).min(self.end);
+        while self.next < until {
+            for &j in &self.plan {
+                if wanted(self.next, j) {
+                    source.prefetch(self.next, j);
+                }
+            }
+            self.next += 1;
+        }
+    }
+
+    /// The slots that served `stripe`: from now on hint those, including for the stripes already
+    /// hinted with the old plan.
+    fn replan(&mut self, source: &mut dyn ShardSource, stripe: u64, served: Vec<usize>) {
+        if served == self.plan {
+            return;
+        }
+        for t in stripe + 1..self.next {
+            for &j in served.iter().filter(|j| !self.plan.contains(j)) {
+                source.prefetch(t, j);
+            }
+        }
+        self.plan = served;
+    }
 }
 
 /// Why decoding failed.
@@ -387,14 +449,17 @@ pub fn decode_range(
     let mut present = vec![false; n];
     let mut stats = DecodeStats::default();
 
-    for stripe in layout.stripes_for(range.clone()) {
+    let covers = |stripe: u64, j: usize| {
+        let r = layout.shard_file_range(stripe, j);
+        r.start < range.end && range.start < r.end
+    };
+    let stripes = layout.stripes_for(range.clone());
+    let mut ahead = Ahead::new(stripes.clone(), c as u64, (0..k).collect());
+    for stripe in stripes {
+        // Data shards the range needs, plus whatever stood in for missing ones last time.
+        ahead.advance(source, stripe, |s, j| j >= k || covers(s, j));
         present.fill(false);
-        let wanted: Vec<usize> = (0..k)
-            .filter(|&j| {
-                let r = layout.shard_file_range(stripe, j);
-                r.start < range.end && range.start < r.end
-            })
-            .collect();
+        let wanted: Vec<usize> = (0..k).filter(|&j| covers(stripe, j)).collect();
         let mut available = 0;
         for &j in &wanted {
             let ok = source
@@ -421,6 +486,7 @@ pub fn decode_range(
             rs.reconstruct_data(&mut shards)
                 .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
             stats.reconstructed_stripes += 1;
+            ahead.replan(source, stripe, (0..n).filter(|&j| present[j]).collect());
             // Every byte leaves verified: rebuilt shards are checked like read ones.
             for &j in wanted.iter().filter(|&&j| !present[j]) {
                 if !source
@@ -446,14 +512,14 @@ pub fn decode_range(
     Ok(stats)
 }
 
-/// Rebuilds shard `(stripe, slot)` (data or parity) from any `k` other verified shards of the
-/// stripe: what a repairer does for a slot whose holder is gone. `buf` receives the shard.
-pub fn rebuild_shard(
+/// Rebuilds every shard of slot `slot` (data or parity), stripe by stripe, from any `k` other
+/// verified shards of each stripe: what a repairer does for a slot whose holder is gone. `out`
+/// receives each rebuilt shard in stripe order.
+pub fn rebuild_slot(
     layout: &Layout,
     source: &mut dyn ShardSource,
-    stripe: u64,
     slot: usize,
-    buf: &mut [u8],
+    out: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
 ) -> Result<(), DecodeError> {
     let rs = ReedSolomon::new(layout.data_shards(), layout.parity_shards())
         .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
@@ -461,23 +527,35 @@ pub fn rebuild_shard(
     let c = layout.shard_size() as usize;
     let mut shards = vec![0u8; n * c];
     let mut present = vec![false; n];
-    let mut available = 0;
     // Data shards first: with all of them present only the missing one needs computing.
-    top_up(
-        source,
-        stripe,
-        (0..n).filter(|&j| j != slot),
-        k,
-        c,
-        &mut shards,
-        &mut present,
-        &mut available,
-    )?;
-    let mut pieces: Vec<(&mut [u8], bool)> =
-        shards.chunks_mut(c).zip(present.iter().copied()).collect();
-    rs.reconstruct(&mut pieces)
-        .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
-    buf.copy_from_slice(&shards[slot * c..(slot + 1) * c]);
+    let others: Vec<usize> = (0..n).filter(|&j| j != slot).collect();
+    let stripes = 0..layout.stripes();
+    let mut ahead = Ahead::new(
+        stripes.clone(),
+        c as u64,
+        others.iter().copied().take(k).collect(),
+    );
+    for stripe in stripes {
+        ahead.advance(source, stripe, |_, _| true);
+        present.fill(false);
+        let mut available = 0;
+        top_up(
+            source,
+            stripe,
+            others.iter().copied(),
+            k,
+            c,
+            &mut shards,
+            &mut present,
+            &mut available,
+        )?;
+        ahead.replan(source, stripe, (0..n).filter(|&j| present[j]).collect());
+        let mut pieces: Vec<(&mut [u8], bool)> =
+            shards.chunks_mut(c).zip(present.iter().copied()).collect();
+        rs.reconstruct(&mut pieces)
+            .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
+        out(stripe, &shards[slot * c..(slot + 1) * c]).map_err(DecodeError::Write)?;
+    }
     Ok(())
 }
 

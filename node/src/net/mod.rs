@@ -84,6 +84,11 @@ enum Command {
     PublishHeader(Vec<u8>),
     Dial(Multiaddr),
     AddAddresses(PeerId, Vec<Multiaddr>),
+    Connect {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 /// A cheap, cloneable handle to the network task.
@@ -165,6 +170,16 @@ impl NetHandle {
     /// Connects to a peer (e.g. the ledger, to follow its block headers).
     pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
         self.send(Command::Dial(addr)).await
+    }
+
+    /// Connects to `peer` at exactly `addrs` (none learned elsewhere, say a dead host's QUIC
+    /// address from the DHT, which would wait out a handshake timeout) and waits for the outcome.
+    /// Returns at once when a connection is already open.
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Connect { peer, addrs, reply }).await?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the network task stopped"))?
     }
 }
 
@@ -283,6 +298,7 @@ pub async fn start(
         commands: cmd_rx,
         events: event_tx,
         pending: HashMap::new(),
+        connecting: HashMap::new(),
         inbound: HashMap::new(),
         next_inbound: 0,
         metrics,
@@ -298,6 +314,7 @@ struct EventLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<LedgerResponse>>>,
+    connecting: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<()>>>,
     inbound: HashMap<u64, ResponseChannel<LedgerResponse>>,
     next_inbound: u64,
     metrics: Metrics,
@@ -369,6 +386,25 @@ impl EventLoop {
                     tracing::warn!(node = %self.name, %addr, %error, "dial failed");
                 }
             }
+            Command::Connect { peer, addrs, reply } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                    .build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.connecting.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(anyhow::anyhow!("cannot dial {peer}: {e}")));
+                    }
+                }
+            }
         }
     }
 
@@ -400,8 +436,20 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::ConnectionEstablished { connection_id, .. } => {
+                if let Some(reply) = self.connecting.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error,
+                connection_id,
+            } => {
                 tracing::debug!(node = %self.name, ?peer_id, %error, "connection failed");
+                if let Some(reply) = self.connecting.remove(&connection_id) {
+                    let _ = reply.send(Err(anyhow::anyhow!("cannot connect: {error}")));
+                }
             }
             _ => {}
         }

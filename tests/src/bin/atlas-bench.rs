@@ -51,7 +51,8 @@ fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB]\n\
+            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only]\n\
+             --network-only skips the local encode/decode sections\n\
              env: ATLAS_BIN (the atlas binary), ATLAS_BENCH_DIR (scratch on the disk to measure), \
              ATLAS_BENCH_TMPFS (default /dev/shm)"
         );
@@ -92,6 +93,10 @@ fn run() -> Result<(), String> {
     let bench_home = opts.dir.join("home");
     if !bench_home.join("key").exists() {
         atlas(&opts, &bench_home, &["key", "gen"])?;
+    }
+
+    if args.iter().any(|a| a == "--network-only") {
+        return network(&opts, &input);
     }
 
     // Peak memory of encoding a large (sparse, so quick to read) file.
