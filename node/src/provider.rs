@@ -97,6 +97,9 @@ pub struct Provider {
     specs: std::sync::Mutex<HashMap<DealId, (atlas_protocol::ObjectId, Vec<SlotSpec>)>>,
     /// Proofs accepted for the next block but maybe not in one yet: (deal, slot, epoch).
     submitted: std::sync::Mutex<std::collections::HashSet<(DealId, u16, u64)>>,
+    /// Shard streams accepted from the start (so no reader meets a provider that is up but does
+    /// not yet speak the shard protocol); `serve_streams` takes them.
+    incoming: std::sync::Mutex<Option<libp2p_stream::IncomingStreams>>,
     metrics: ProviderMetrics,
 }
 
@@ -131,6 +134,10 @@ impl Provider {
         )
         .await?;
         let ledger = LedgerClient::over(net.clone(), ledger_addr)?;
+        let incoming = net
+            .streams()
+            .accept(shard::PROTOCOL)
+            .map_err(|e| anyhow!("cannot accept shard streams: {e}"))?;
         let provider = Arc::new(Self {
             key,
             dir: dir.to_path_buf(),
@@ -140,6 +147,7 @@ impl Provider {
             tx_lock: tokio::sync::Mutex::new(()),
             specs: std::sync::Mutex::new(HashMap::new()),
             submitted: std::sync::Mutex::new(std::collections::HashSet::new()),
+            incoming: std::sync::Mutex::new(Some(incoming)),
             metrics: ProviderMetrics::register(registry),
         });
         provider.register(&config).await?;
@@ -260,10 +268,11 @@ impl Provider {
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>> {
         let mut incoming = self
-            .net
-            .streams()
-            .accept(shard::PROTOCOL)
-            .map_err(|e| anyhow!("cannot accept shard streams: {e}"))?;
+            .incoming
+            .lock()
+            .expect("incoming lock")
+            .take()
+            .context("shard streams are already being served")?;
         let me = self.clone();
         Ok(tokio::spawn(async move {
             // Handlers live in this set: dropping it at shutdown aborts them, so no stream keeps
