@@ -313,3 +313,38 @@ fn prefix_string(p: &atlas_protocol::IdPrefix) -> String {
 }
 
 pub use crate::fetch::NetShardSource;
+
+/// The registered provider behind each slot that may serve it (Active, or Pending while a new
+/// holder fetches), in slot order; `None` where nobody can.
+pub async fn holders(ledger: &LedgerClient, deal: &Deal) -> Result<Vec<Option<Provider>>> {
+    let mut holders = Vec::with_capacity(deal.slots.len());
+    for s in &deal.slots {
+        let holder = match (s.holder, &s.status) {
+            (Some(h), SlotStatus::Active { .. } | SlotStatus::Pending { .. }) => {
+                match ledger.request(LedgerRequest::Provider(h)).await? {
+                    LedgerResponse::Provider(p) => p,
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        holders.push(holder);
+    }
+    Ok(holders)
+}
+
+/// Active slots minus the k needed: how many more holders the object may lose.
+pub fn margin(d: &Deal) -> Result<i64> {
+    let k = d
+        .manifest
+        .verify()
+        .map_err(|e| anyhow!("deal manifest: {e}"))?
+        .layout()
+        .data_shards() as i64;
+    let active = d
+        .slots
+        .iter()
+        .filter(|s| matches!(s.status, SlotStatus::Active { .. }))
+        .count() as i64;
+    Ok(active - k)
+}

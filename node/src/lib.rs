@@ -11,6 +11,7 @@ pub mod client;
 pub mod creator;
 pub mod encode;
 pub mod fetch;
+pub mod gateway;
 pub mod home;
 pub mod ledger;
 pub mod metrics;

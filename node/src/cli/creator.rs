@@ -2,7 +2,7 @@
 
 use super::Context;
 use crate::client::{ledger_addr, LedgerClient};
-use crate::creator::{self, NetShardSource};
+use crate::creator::{self, margin, NetShardSource};
 use crate::encode::{encode_file, EncodeRequest};
 use crate::progress::Progress;
 use crate::units::{format_size, parse_size};
@@ -130,22 +130,6 @@ fn slot_state(s: &SlotStatus) -> String {
     }
 }
 
-/// Active slots minus the k needed: how many more holders may be lost.
-fn margin(d: &Deal) -> Result<i64> {
-    let k = d
-        .manifest
-        .verify()
-        .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?
-        .layout()
-        .data_shards() as i64;
-    let active = d
-        .slots
-        .iter()
-        .filter(|s| matches!(s.status, SlotStatus::Active { .. }))
-        .count() as i64;
-    Ok(active - k)
-}
-
 pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
     let home = ctx.home()?;
     let key = home.load_key()?;
@@ -246,19 +230,7 @@ pub fn get(ctx: &Context, args: GetArgs) -> Result<()> {
             .manifest
             .verify()
             .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
-        let mut holders = Vec::new();
-        for s in &deal.slots {
-            let holder = match (s.holder, &s.status) {
-                (Some(h), SlotStatus::Active { .. } | SlotStatus::Pending { .. }) => {
-                    match client.request(LedgerRequest::Provider(h)).await? {
-                        LedgerResponse::Provider(p) => p,
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            holders.push(holder);
-        }
+        let holders = creator::holders(&client, &deal).await?;
         let mut source = NetShardSource::new(
             tokio::runtime::Handle::current(),
             client.net().clone(),

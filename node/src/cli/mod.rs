@@ -1,10 +1,12 @@
 //! The `atlas` command line.
 
 mod creator;
+mod gateway;
 mod key;
 mod ledger;
 mod local;
 mod provider;
+mod testnet;
 mod wallet;
 
 use anyhow::Result;
@@ -64,6 +66,12 @@ pub enum Command {
     Ls(creator::LsArgs),
     /// Top up, extend or cancel a deal.
     Deal(creator::DealArgs),
+    /// The HTTP gateway: stream pinned videos to browsers and players.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
+    /// A local network on loopback: a ledger, providers and a gateway, one process each.
+    #[command(subcommand)]
+    Testnet(testnet::TestnetCommand),
 }
 
 /// Runs a parsed command line.
@@ -86,6 +94,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => creator::status(&ctx, args),
         Command::Ls(args) => creator::ls(&ctx, args),
         Command::Deal(args) => creator::deal(&ctx, args),
+        Command::Gateway(cmd) => gateway::run(&ctx, cmd),
+        Command::Testnet(cmd) => testnet::run(&ctx, cmd),
     }
 }
 
