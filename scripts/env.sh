@@ -11,6 +11,37 @@ mkdir -p "$CARGO_TARGET_DIR"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+# Installs Debian packages (as root, or with sudo): atlas_apt_install "why" pkg...
+atlas_apt_install() {
+  local why="$1"
+  shift
+  say "installing $* ($why)"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "error: $* missing and not root; install them (apt-get install $*) and rerun" >&2
+      exit 1
+    fi
+  fi
+  if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+
+# ffmpeg makes the sample videos; Chromium and its WebDriver play them in the browser test.
+atlas_install_media_deps() {
+  local missing=()
+  command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+  if [ "${1:-}" = "--browser" ]; then
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
+    atlas_apt_install "for sample videos and the browser test" "${missing[@]}"
+  fi
+}
+
 # RocksDB's bindings are generated with libclang; its C++ needs a compiler.
 atlas_install_deps() {
   local missing=()
@@ -20,16 +51,7 @@ atlas_install_deps() {
   command -v c++ >/dev/null 2>&1 || missing+=(g++)
   command -v cc >/dev/null 2>&1 || missing+=(gcc)
   if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]} (needed to build RocksDB)"
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-      if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-        echo "error: ${missing[*]} missing and not root; install them (apt-get install ${missing[*]}) and rerun" >&2
-        exit 1
-      fi
-    fi
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    atlas_apt_install "needed to build RocksDB" "${missing[@]}"
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found; install a stable Rust toolchain (https://rustup.rs) and rerun" >&2

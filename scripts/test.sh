@@ -2,6 +2,7 @@
 # Sets up a fresh machine and runs every check: formatting, clippy (warnings are errors), all tests.
 source "$(dirname "$0")/env.sh"
 atlas_install_deps
+atlas_install_media_deps --browser
 cd "$ATLAS_ROOT"
 
 say "cargo fmt --check"

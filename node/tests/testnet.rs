@@ -1,0 +1,522 @@
+//! The local testnet as a newcomer meets it, all through the real binary and real processes:
+//! `atlas testnet up`, pin a real video, watch it in headless Chromium (play, seek to the middle,
+//! playback advances), read ranges through the gateway with a holder killed, `down`, and `up`
+//! again resumes the same chain with the video still there.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn atlas(env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run atlas")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A base port with the testnet's whole range free (ledger, gateway, 6 providers).
+fn free_base_port() -> u16 {
+    let seed = std::process::id() as u16;
+    (0..200u16)
+        .map(|i| 20_000 + (seed.wrapping_add(i * 97) % 400) * 100)
+        .find(|&base| {
+            (base..base + 30).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        })
+        .expect("a free port range on loopback")
+}
+
+/// A real, playable H.264 video with sound: ffmpeg's test pattern.
+fn make_video(path: &Path) {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "8",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25",
+        ])
+        .args(["-c:a", "aac", "-movflags", "+faststart"])
+        .arg(path)
+        .output()
+        .expect("ffmpeg runs (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A minimal HTTP/1.1 exchange on a fresh connection: (status, headers, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    let end = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = s.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "the server closed the connection before a complete response head"
+        );
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head[9..12].parse().expect("status code");
+    let mut body = raw[end + 4..].to_vec();
+    let length = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok());
+    let chunked = header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    if method == "HEAD" {
+        body.clear();
+    } else if let Some(len) = length {
+        while body.len() < len {
+            let n = s.read(&mut buf).expect("read");
+            assert!(n > 0, "the body ended after {} of {len} bytes", body.len());
+            body.extend_from_slice(&buf[..n]);
+        }
+    } else {
+        // Chunked or close-delimited: this client asked for the connection to close.
+        s.read_to_end(&mut body).expect("read");
+        if chunked {
+            body = dechunk(&body);
+        }
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&raw[..line_end]).expect("hex").trim(),
+            16,
+        )
+        .expect("chunk size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Chromium driven over WebDriver by chromedriver.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (scripts/test.sh installs chromium-driver)");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromedriver did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let profile = tempfile::tempdir().expect("profile dir");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--mute-audio",
+                "--autoplay-policy=no-user-gesture-required",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }}}});
+        let mut b = Self {
+            driver,
+            port,
+            session: String::new(),
+            _profile: profile,
+        };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"].as_str().expect("a session id").to_string();
+        b.call(
+            "POST",
+            &format!("/session/{}/timeouts", b.session),
+            Some(serde_json::json!({"script": 60_000, "pageLoad": 60_000})),
+        );
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string());
+        let (status, _, bytes) = http(self.port, method, path, &[], body.as_deref());
+        let v: Value = serde_json::from_slice(&bytes).expect("WebDriver answers JSON");
+        assert_eq!(status, 200, "WebDriver {method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn open(&self, url: &str) {
+        self.call(
+            "POST",
+            &format!("/session/{}/url", self.session),
+            Some(serde_json::json!({ "url": url })),
+        );
+    }
+
+    fn run_async(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            &format!("/session/{}/execute/async", self.session),
+            Some(serde_json::json!({ "script": script, "args": [] })),
+        )
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = std::panic::catch_unwind(|| {
+                http(
+                    self.port,
+                    "DELETE",
+                    &format!("/session/{}", self.session),
+                    &[],
+                    None,
+                )
+            });
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Plays the first video on the page, seeks to its middle and waits for playback to move on.
+/// The page's own deadline (40 s) turns a stall into a reported failure.
+const PLAY_AND_SEEK: &str = r#"
+const done = arguments[arguments.length - 1];
+const v = document.querySelector('video');
+if (!v) { done({ error: 'no <video> on the page' }); return; }
+const out = {};
+const fail = setTimeout(() => done({ error: 'stalled', readyState: v.readyState,
+  currentTime: v.currentTime, mediaError: v.error && v.error.code, out }), 40000);
+const advancePast = (from, then) => {
+  const check = () => {
+    if (v.currentTime > from + 0.5) { v.removeEventListener('timeupdate', check); then(); }
+  };
+  v.addEventListener('timeupdate', check);
+};
+v.muted = true;
+v.play().then(() => advancePast(0, () => {
+  out.started = v.currentTime;
+  out.duration = v.duration;
+  v.addEventListener('seeked', () => {
+    out.seekedTo = v.currentTime;
+    advancePast(v.currentTime, () => { out.after = v.currentTime; clearTimeout(fail); done(out); });
+  }, { once: true });
+  v.currentTime = v.duration / 2;
+})).catch(e => { clearTimeout(fail); done({ error: 'play() refused: ' + e }); });
+"#;
+
+struct Testnet {
+    dir: PathBuf,
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        // Never leave processes behind, even when an assertion failed.
+        let _ = atlas(
+            &[],
+            &[
+                "testnet",
+                "down",
+                "--dir",
+                &self.dir.display().to_string(),
+                "-q",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_newcomer_starts_a_testnet_pins_a_video_and_watches_it_in_a_browser() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("net");
+    let dir_s = dir.display().to_string();
+    let base = free_base_port();
+    let base_s = base.to_string();
+    let net = Testnet { dir: dir.clone() };
+
+    let up = ok(
+        atlas(
+            &[],
+            &[
+                "testnet",
+                "up",
+                "--dir",
+                &dir_s,
+                "--providers",
+                "6",
+                "--base-port",
+                &base_s,
+            ],
+        ),
+        "testnet up",
+    );
+    assert!(up.contains("source"), "up says what to do next: {up}");
+    let env_file = std::fs::read_to_string(dir.join("testnet.env")).expect("testnet.env written");
+    assert!(env_file.contains("ATLAS_LEDGER="));
+    assert!(dir.join("prometheus.yml").exists());
+
+    let status: Value = serde_json::from_str(&ok(
+        atlas(&[], &["testnet", "status", "--dir", &dir_s, "--json"]),
+        "testnet status",
+    ))
+    .expect("status JSON");
+    assert_eq!(
+        status["running"], 8,
+        "ledger, 6 providers and a gateway: {status}"
+    );
+    // Every process serves its metrics.
+    for p in status["processes"].as_array().expect("processes") {
+        let url = p["metrics"].as_str().expect("metrics url");
+        let port: u16 = url
+            .trim_start_matches("http://127.0.0.1:")
+            .trim_end_matches("/metrics")
+            .parse()
+            .expect("port");
+        let (code, _, body) = http(port, "GET", "/metrics", &[], None);
+        assert_eq!(code, 200, "{url}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("# EOF"),
+            "{url} serves OpenMetrics"
+        );
+    }
+
+    // Pin a real video as the funded creator, with the environment the testnet wrote.
+    let creator = dir.join("creator");
+    let ledger = env_file
+        .lines()
+        .find_map(|l| l.strip_prefix("export ATLAS_LEDGER="))
+        .expect("ledger line")
+        .trim_matches('\'')
+        .to_string();
+    let video = tmp.path().join("clip.mp4");
+    make_video(&video);
+    let original = std::fs::read(&video).expect("video");
+    let mut pin = Command::new(env!("CARGO_BIN_EXE_atlas"));
+    pin.args(["pin", &video.display().to_string(), "-q"])
+        .env("ATLAS_HOME", &creator)
+        .env("ATLAS_LEDGER", &ledger);
+    let id = ok(pin.output().expect("pin"), "pin").trim().to_string();
+    assert_eq!(id.len(), 64, "pin prints the object id: {id}");
+
+    let gw = base + 2;
+    let (code, _, page) = http(gw, "GET", "/", &[], None);
+    let page = String::from_utf8_lossy(&page).into_owned();
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("clip.mp4") && page.contains(&id),
+        "the catalogue lists the video"
+    );
+
+    // HEAD and Range as players use them.
+    let object = format!("/v1/objects/{id}");
+    let (code, head, _) = http(gw, "HEAD", &object, &[], None);
+    assert_eq!(code, 200);
+    assert_eq!(header(&head, "content-type"), Some("video/mp4"));
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(original.len().to_string().as_str())
+    );
+    assert_eq!(header(&head, "accept-ranges"), Some("bytes"));
+    let mid = original.len() / 2;
+    let (code, head, body) = http(
+        gw,
+        "GET",
+        &object,
+        &[("Range", &format!("bytes={mid}-{}", mid + 99_999))],
+        None,
+    );
+    assert_eq!(code, 206);
+    assert_eq!(
+        header(&head, "content-range"),
+        Some(format!("bytes {mid}-{}/{}", mid + 99_999, original.len()).as_str())
+    );
+    assert!(
+        body == original[mid..mid + 100_000],
+        "the range holds the right bytes"
+    );
+    let (code, _, _) = http(gw, "GET", &object, &[("Range", "bytes=999999999-")], None);
+    assert_eq!(code, 416);
+    let (code, _, _) = http(gw, "GET", "/v1/objects/not-hex", &[], None);
+    assert_eq!(code, 400);
+
+    // Headless Chromium plays the video from the page, seeks to the middle, and playback advances.
+    let browser = Browser::start();
+    browser.open(&format!("http://127.0.0.1:{gw}/"));
+    let played = browser.run_async(PLAY_AND_SEEK);
+    assert!(played.get("error").is_none(), "playback: {played}");
+    let duration = played["duration"].as_f64().expect("duration");
+    let seeked = played["seekedTo"].as_f64().expect("seeked");
+    assert!(
+        (duration - 8.0).abs() < 0.5,
+        "the whole video is there: {played}"
+    );
+    assert!(
+        (seeked - duration / 2.0).abs() < 1.0,
+        "seeked to the middle: {played}"
+    );
+    assert!(
+        played["after"].as_f64().expect("after") > seeked,
+        "playback advanced after the seek"
+    );
+    drop(browser);
+
+    // Kill a holder of a data slot: the gateway still serves every byte, rebuilt from parity.
+    let st: Value = serde_json::from_str(&ok(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_atlas"));
+            c.args(["status", &id, "--json"])
+                .env("ATLAS_HOME", &creator)
+                .env("ATLAS_LEDGER", &ledger);
+            c.output().expect("status")
+        },
+        "status",
+    ))
+    .expect("status JSON");
+    let holder = st["slots"][0]["holder"]
+        .as_str()
+        .expect("slot 0 holder")
+        .to_string();
+    let victim = (0..6)
+        .map(|i| dir.join(format!("provider-{i:02}")))
+        .find(|home| {
+            let out = atlas(&[("ATLAS_HOME", home)], &["key", "show"]);
+            String::from_utf8_lossy(&out.stdout).trim() == holder
+        })
+        .expect("the holder is one of ours");
+    let pid: i32 = std::fs::read_to_string(victim.join("pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let (code, _, body) = http(gw, "GET", &object, &[], None);
+    assert_eq!(code, 200);
+    assert!(
+        body == original,
+        "the whole video reads back identical with a holder down"
+    );
+
+    // Down loses nothing: up again resumes the chain, and the video is still listed and readable.
+    ok(
+        atlas(&[], &["testnet", "down", "--dir", &dir_s]),
+        "testnet down",
+    );
+    let after_down: Value = serde_json::from_str(&ok(
+        atlas(&[], &["testnet", "status", "--dir", &dir_s, "--json"]),
+        "status after down",
+    ))
+    .expect("status JSON");
+    assert_eq!(after_down["running"], 0);
+    let height_before = status["height"].as_u64().expect("height");
+    ok(
+        atlas(&[], &["testnet", "up", "--dir", &dir_s]),
+        "testnet up again",
+    );
+    let resumed: Value = serde_json::from_str(&ok(
+        atlas(&[], &["testnet", "status", "--dir", &dir_s, "--json"]),
+        "status after up",
+    ))
+    .expect("status JSON");
+    assert_eq!(resumed["running"], 8);
+    assert!(
+        resumed["height"].as_u64().expect("height") > height_before,
+        "the chain resumed"
+    );
+    let mut ls = Command::new(env!("CARGO_BIN_EXE_atlas"));
+    ls.args(["ls", "--json"])
+        .env("ATLAS_HOME", &creator)
+        .env("ATLAS_LEDGER", &ledger);
+    let ls: Value = serde_json::from_str(&ok(ls.output().expect("ls"), "ls")).expect("ls JSON");
+    assert_eq!(ls["objects"][0]["object_id"], id.as_str());
+    let (code, _, body) = http(gw, "GET", &object, &[], None);
+    assert_eq!(code, 200);
+    assert!(body == original, "the video survives down and up");
+    drop(net);
+}
