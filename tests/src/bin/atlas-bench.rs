@@ -10,7 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -51,8 +51,9 @@ fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only]\n\
-             --network-only skips the local encode/decode sections\n\
+            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only | --testnet-only]\n\
+             --network-only runs only the network and gateway sections, --testnet-only only the\n\
+             50-provider testnet\n\
              env: ATLAS_BIN (the atlas binary), ATLAS_BENCH_DIR (scratch on the disk to measure), \
              ATLAS_BENCH_TMPFS (default /dev/shm)"
         );
@@ -97,6 +98,9 @@ fn run() -> Result<(), String> {
 
     if args.iter().any(|a| a == "--network-only") {
         return network(&opts, &input);
+    }
+    if args.iter().any(|a| a == "--testnet-only") {
+        return testnet(&opts);
     }
 
     // Peak memory of encoding a large (sparse, so quick to read) file.
@@ -303,6 +307,7 @@ fn run() -> Result<(), String> {
     proofs(&opts, &input)?;
     prover_cpu(&opts)?;
     network(&opts, &input)?;
+    testnet(&opts)?;
     Ok(())
 }
 
@@ -691,9 +696,16 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
         || drop(fs::remove_file(&out)),
         || with_ledger(&["get", &id, "-o", &out_s, "-q"]).map(|_| ()),
     )?;
+    // The gateway over the same object: sequential read and first byte at random offsets.
+    let (_gateway, gateway) = spawn_gateway(opts, &root.join("gateway"), &ledger_addr)?;
+    let path = format!("/v1/objects/{id}");
+    let gw_all = gateway_figures(gateway, &path, opts.size)?;
+    // One holder down (data slot 0's): stripes are rebuilt from parity on the fly.
+    drop(providers.remove(0));
+    let gw_one_down = gateway_figures(gateway, &path, opts.size)?;
     // Two holders down: the two cheapest, which the pin chose for data slots 0 and 1, so every
     // stripe must be rebuilt from parity.
-    drop(providers.drain(..2));
+    drop(providers.remove(0));
     let get_degraded = throughput(
         opts.size,
         || drop(fs::remove_file(&out)),
@@ -738,8 +750,247 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
         "(max_misses = 3)",
         "<= 5"
     );
+    println!(
+        "\n{:<46} {:>9} {:>22} {:>9}",
+        "gateway: HTTP over the same 4+2 object", "", "", "target"
+    );
+    for (label, g) in [("all holders up", &gw_all), ("1 holder down", &gw_one_down)] {
+        println!(
+            "{:<46} {:>9.0} {:>22} {:>9}",
+            format!("  sequential GET, {label} (MB/s)"),
+            g.sequential,
+            "",
+            ">= 300"
+        );
+        println!(
+            "{:<46} {:>9.1} {:>22} {:>9}",
+            format!("  first byte at a random offset, {label} (ms)"),
+            g.first_byte_ms,
+            format!("p90 {:.1} ms", g.first_byte_p90_ms),
+            "< 50"
+        );
+    }
     let _ = fs::remove_dir_all(&root);
     Ok(())
+}
+
+/// `atlas testnet up --providers 50`, left idle, then the resident memory of every process.
+fn testnet(opts: &Opts) -> Result<(), String> {
+    const PROVIDERS: usize = 50;
+    let dir = opts.dir.join("testnet");
+    let _ = fs::remove_dir_all(&dir);
+    let dir_s = dir.to_string_lossy().into_owned();
+    let run = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new(&opts.atlas)
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "atlas {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let start = Instant::now();
+    let up = run(&[
+        "testnet",
+        "up",
+        "--dir",
+        &dir_s,
+        "--providers",
+        "50",
+        "--base-port",
+        "27700",
+        "-q",
+    ]);
+    let up_time = start.elapsed();
+    let result = up.and_then(|_| {
+        // Idle: registered, polling the ledger, nothing stored.
+        std::thread::sleep(Duration::from_secs(20));
+        run(&["testnet", "status", "--dir", &dir_s, "--json"])
+    });
+    let down = run(&["testnet", "down", "--dir", &dir_s, "-q"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&result?).map_err(|e| format!("status JSON: {e}"))?;
+    down?;
+    let procs = status["processes"]
+        .as_array()
+        .ok_or("status lists no processes")?;
+    let mut providers: Vec<f64> = procs
+        .iter()
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("provider-"))
+        })
+        .filter_map(|p| p["rss_kib"].as_f64())
+        .map(|k| k / 1024.0)
+        .collect();
+    let running = status["running"].as_u64().unwrap_or(0);
+    if providers.len() != PROVIDERS {
+        return Err(format!(
+            "only {} of {PROVIDERS} providers were running",
+            providers.len()
+        ));
+    }
+    providers.sort_by(f64::total_cmp);
+    let rss_of = |name: &str| {
+        procs
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["rss_kib"].as_f64())
+            .map_or(0.0, |k| k / 1024.0)
+    };
+    println!(
+        "\n{:<46} {:>9} {:>22} {:>9}",
+        "testnet: up --providers 50, idle 20 s", "", "", "target"
+    );
+    println!("{:<46} {:>9}", "  processes running", running);
+    println!(
+        "{:<46} {:>8.1}s",
+        "  time for `up` (all registered)",
+        up_time.as_secs_f64()
+    );
+    println!(
+        "{:<46} {:>8.1}M {:>22} {:>9}",
+        "  provider RSS, median",
+        providers[providers.len() / 2],
+        format!("max {:.1}M", providers[providers.len() - 1]),
+        "< 40M"
+    );
+    println!("{:<46} {:>8.1}M", "  ledger RSS", rss_of("ledger"));
+    println!("{:<46} {:>8.1}M", "  gateway RSS", rss_of("gateway"));
+    let _ = fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Starts `atlas gateway run` on a free loopback port; returns it and its address.
+fn spawn_gateway(
+    opts: &Opts,
+    home: &Path,
+    ledger: &str,
+) -> Result<(Child, std::net::SocketAddr), String> {
+    use std::io::BufRead;
+    fs::create_dir_all(home).map_err(|e| e.to_string())?;
+    let log = File::create(home.join("service.log")).map_err(|e| e.to_string())?;
+    let mut child = Command::new(&opts.atlas)
+        .args(["gateway", "run", "--listen", "127.0.0.1:0"])
+        .env("ATLAS_HOME", home)
+        .env("ATLAS_LEDGER", ledger)
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("starting the gateway: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let child = Child(child);
+    let mut lines = io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.map_err(|e| e.to_string())?;
+        if let Some(url) = line.strip_prefix("gateway on http://") {
+            let addr = url
+                .trim_end_matches('/')
+                .parse()
+                .map_err(|e| format!("gateway address {url}: {e}"))?;
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok((child, addr));
+        }
+    }
+    Err("the gateway exited before listening".into())
+}
+
+struct GatewayFigures {
+    sequential: f64,
+    first_byte_ms: f64,
+    first_byte_p90_ms: f64,
+}
+
+/// Sequential MB/s of whole-object GETs (median of RUNS) and time to the first body byte of
+/// 1 MiB range requests at 25 random offsets (median and 90th percentile), each on a new connection.
+fn gateway_figures(
+    addr: std::net::SocketAddr,
+    path: &str,
+    size: u64,
+) -> Result<GatewayFigures, String> {
+    let mut speeds = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let (_, got) = http_get(addr, path, None)?;
+        if got != size {
+            return Err(format!("the gateway sent {got} of {size} bytes"));
+        }
+        speeds.push(size as f64 / start.elapsed().as_secs_f64() / 1e6);
+    }
+    let mut rng = 0x2545f4914f6cdd1du64;
+    let mut firsts = Vec::new();
+    for _ in 0..25 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let offset = rng % size.saturating_sub(MIB).max(1);
+        let (first, got) = http_get(addr, path, Some((offset, offset + MIB - 1)))?;
+        if got != MIB.min(size - offset) {
+            return Err(format!("a range read returned {got} bytes"));
+        }
+        firsts.push(first.as_secs_f64() * 1e3);
+    }
+    firsts.sort_by(f64::total_cmp);
+    speeds.sort_by(f64::total_cmp);
+    Ok(GatewayFigures {
+        sequential: speeds[speeds.len() / 2],
+        first_byte_ms: firsts[firsts.len() / 2],
+        first_byte_p90_ms: firsts[firsts.len() * 9 / 10],
+    })
+}
+
+/// One HTTP/1.1 GET on a fresh connection: time from sending the request to the first body byte,
+/// and the body length received.
+fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    range: Option<(u64, u64)>,
+) -> Result<(Duration, u64), String> {
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    let range = range.map_or(String::new(), |(a, b)| format!("Range: bytes={a}-{b}\r\n"));
+    let start = Instant::now();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{range}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; MIB as usize];
+    let mut head = Vec::new();
+    let (first, mut body) = loop {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the gateway closed the connection before the body".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let status = String::from_utf8_lossy(&head[..head.len().min(12)]).to_string();
+            if !status.contains(" 200") && !status.contains(" 206") {
+                return Err(format!("gateway answered {status}"));
+            }
+            let body = (head.len() - end - 4) as u64;
+            if body > 0 {
+                break (start.elapsed(), body);
+            }
+            // Headers alone: the first body byte is the next read.
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            break (start.elapsed(), n as u64);
+        }
+    };
+    loop {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        body += n as u64;
+    }
+    Ok((first, body))
 }
 
 /// CPU seconds this process has used (user + system).
