@@ -651,6 +651,9 @@ impl Provider {
                 }
                 store.create_slot(key, spec)?;
                 let level = shard_level(c);
+                // Stored in batches of about 32 MiB: one sync per batch, not per shard.
+                let per_batch = ((32 << 20) / c).max(1);
+                let mut batch = Vec::new();
                 for stripe in 0..layout.stripes() {
                     file.read_exact_at(&mut buf, stripe * c)?;
                     let siblings = if level == outboard.shape().height() {
@@ -658,8 +661,11 @@ impl Provider {
                     } else {
                         outboard.siblings(level, stripe)?
                     };
-                    let shard = VerifiedShard::verify(&spec.root(), spec.stripes, stripe, buf.clone(), &siblings)?;
-                    store.put_shard(key, &shard)?;
+                    batch.push(VerifiedShard::verify(&spec.root(), spec.stripes, stripe, buf.clone(), &siblings)?);
+                    if batch.len() as u64 == per_batch || stripe + 1 == layout.stripes() {
+                        store.put_shards(key, &batch)?;
+                        batch.clear();
+                    }
                 }
                 Ok(())
             })();

@@ -88,6 +88,53 @@ pub fn run_all<H: Harness>(h: &mut H) {
     usage_is_exact_and_survives_restart(h);
     wrong_shards_and_conflicts_are_refused(h);
     delete_frees_everything(h);
+    batched_puts_store_like_single_puts(h);
+}
+
+pub fn batched_puts_store_like_single_puts<H: Harness>(h: &mut H) {
+    let store = h.open(BIG);
+    let f = Fixture::new(9, 3, 6, C);
+    store.create_slot(f.key, f.spec).expect("create");
+    // A batch with a duplicate inside it counts the shard once.
+    let first = [f.shard(4), f.shard(1), f.shard(4)];
+    assert_eq!(
+        store.put_shards(f.key, &first).expect("batch"),
+        PutOutcome::Stored
+    );
+    assert_eq!(
+        store.put_shards(f.key, &[f.shard(1)]).expect("again"),
+        PutOutcome::AlreadyStored
+    );
+    assert_eq!(store.usage().stored, 2 * C);
+    let rest: Vec<_> = [0u64, 2, 3, 5, 1].iter().map(|&s| f.shard(s)).collect();
+    assert_eq!(
+        store.put_shards(f.key, &rest).expect("the rest"),
+        PutOutcome::Completed
+    );
+    assert!(store.info(f.key).expect("info").expect("slot").complete());
+    assert_eq!(store.usage().stored, 6 * C);
+    // A batch naming a shard of another slot is refused whole.
+    let g = Fixture::new(10, 4, 2, C);
+    store.create_slot(g.key, g.spec).expect("create");
+    assert!(store.put_shards(g.key, &[g.shard(0), f.shard(1)]).is_err());
+    assert_eq!(
+        store.info(g.key).expect("info").expect("slot").present,
+        0,
+        "nothing of a refused batch is stored"
+    );
+    // Durable: a reopened store serves every byte.
+    let store = h.reopen(store, BIG).unwrap_or_else(|| h.open(BIG));
+    if store.info(f.key).expect("info").is_none() {
+        return; // a store that keeps nothing across restarts
+    }
+    for s in 0..6 {
+        assert_eq!(
+            store.read(f.key, s * C, C).expect("read"),
+            f.shard(s).bytes(),
+            "stripe {s}"
+        );
+    }
+    assert_eq!(store.usage().stored, 6 * C);
 }
 
 pub fn shards_in_any_order_complete_the_slot<H: Harness>(h: &mut H) {

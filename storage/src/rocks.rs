@@ -337,6 +337,68 @@ impl SlotStore for RocksSlotStore {
         }
     }
 
+    fn put_shards(&self, key: SlotKey, shards: &[VerifiedShard]) -> Result<PutOutcome, StoreError> {
+        let slot_lock = self.slot_lock(key);
+        let _slot = slot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (spec, present, sealed) = self.record(key)?.ok_or(StoreError::UnknownSlot(key))?;
+        let mut new = std::collections::BTreeMap::new();
+        for shard in shards {
+            check_shard(key, &spec, shard)?;
+            if !self.has_shard(key, shard.stripe())? {
+                new.insert(shard.stripe(), shard);
+            }
+        }
+        if new.is_empty() {
+            if present == spec.stripes && !sealed {
+                self.seal(key)?;
+            }
+            return Ok(PutOutcome::AlreadyStored);
+        }
+        let shape = spec.check()?;
+        let data_path = self.data_path(key);
+        let data = OpenOptions::new()
+            .write(true)
+            .open(&data_path)
+            .map_err(io_err(&data_path))?;
+        let ob_path = self.outboard_path(key);
+        let outboard = OpenOptions::new()
+            .write(true)
+            .open(&ob_path)
+            .map_err(io_err(&ob_path))?;
+        for (&stripe, shard) in &new {
+            data.write_all_at(shard.bytes(), stripe * spec.shard_size)
+                .map_err(io_err(&data_path))?;
+            let cvs: Vec<u8> = shard.groups().iter().flatten().copied().collect();
+            let at = shape.outboard_offset(GROUP_LOG, stripe * spec.shard_size / GROUP_LEN)?;
+            outboard.write_all_at(&cvs, at).map_err(io_err(&ob_path))?;
+        }
+        // One sync for the whole batch, then one synced record of it.
+        data.sync_data().map_err(io_err(&data_path))?;
+        outboard.sync_data().map_err(io_err(&ob_path))?;
+        let present = present + new.len() as u64;
+        {
+            let mut usage = self.lock();
+            let mut batch = WriteBatch::default();
+            for &stripe in new.keys() {
+                batch.put_cf(self.cf(CF_SHARDS), Self::shard_key(key, stripe), []);
+            }
+            let rec = SlotRecord::V1 {
+                spec,
+                present,
+                sealed,
+            };
+            Self::put_record(&mut batch, self.cf(CF_SLOTS), key, &rec);
+            self.db.write_opt(batch, &Self::synced()).map_err(db_err)?;
+            usage.stored += spec.shard_size * new.len() as u64;
+        }
+        if present == spec.stripes {
+            self.seal(key)?;
+            Ok(PutOutcome::Completed)
+        } else {
+            Ok(PutOutcome::Stored)
+        }
+    }
+
     fn info(&self, key: SlotKey) -> Result<Option<SlotInfo>, StoreError> {
         Ok(self
             .record(key)?

@@ -198,6 +198,29 @@ pub trait SlotStore: Send + Sync {
     /// Stores one verified shard; durable when this returns `Ok`.
     fn put_shard(&self, key: SlotKey, shard: &VerifiedShard) -> Result<PutOutcome, StoreError>;
 
+    /// Stores several verified shards of one slot, as `put_shard` on each would, but made durable
+    /// together (a store on disk syncs once for all of them). The outcome is `Completed` if they
+    /// completed the slot, `Stored` if any was new, else `AlreadyStored`.
+    fn put_shards(&self, key: SlotKey, shards: &[VerifiedShard]) -> Result<PutOutcome, StoreError> {
+        // Check the whole batch first, so a bad shard refuses it all.
+        let spec = self.info(key)?.ok_or(StoreError::UnknownSlot(key))?.spec;
+        for shard in shards {
+            check_shard(key, &spec, shard)?;
+        }
+        let mut outcome = PutOutcome::AlreadyStored;
+        for shard in shards {
+            match self.put_shard(key, shard)? {
+                PutOutcome::AlreadyStored => {}
+                PutOutcome::Completed => outcome = PutOutcome::Completed,
+                PutOutcome::Stored if outcome == PutOutcome::AlreadyStored => {
+                    outcome = PutOutcome::Stored
+                }
+                PutOutcome::Stored => {}
+            }
+        }
+        Ok(outcome)
+    }
+
     /// The slot's state, if the store has it.
     fn info(&self, key: SlotKey) -> Result<Option<SlotInfo>, StoreError>;
 
