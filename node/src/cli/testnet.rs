@@ -42,18 +42,18 @@ pub struct UpArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=500))]
     pub providers: Option<u16>,
     /// The ledger's TCP port; the gateway takes base+2, providers base+10 onwards (two ports each).
-    /// Fixed by the first `up`.
-    #[arg(long, default_value_t = 7700)]
-    pub base_port: u16,
-    /// Ledger block time (fixed by the first `up`).
-    #[arg(long, default_value = "500ms")]
-    pub block_time: String,
-    /// Blocks per epoch (fixed by the first `up`).
-    #[arg(long, default_value_t = 10)]
-    pub epoch_blocks: u64,
-    /// Disk each provider offers (fixed by the first `up`).
-    #[arg(long, default_value = "4GiB")]
-    pub capacity: String,
+    /// Fixed by the first `up` [default: 7700].
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Ledger block time. Fixed by the first `up` [default: 500ms].
+    #[arg(long)]
+    pub block_time: Option<String>,
+    /// Blocks per epoch. Fixed by the first `up` [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub epoch_blocks: Option<u64>,
+    /// Disk each provider offers. Fixed by the first `up` [default: 4GiB].
+    #[arg(long)]
+    pub capacity: Option<String>,
     /// How long to wait for every process to come up.
     #[arg(long, default_value = "120s", value_parser = crate::units::parse_duration)]
     pub timeout: Duration,
@@ -109,21 +109,49 @@ fn say(ctx: &Context, text: impl AsRef<str>) {
 fn up(ctx: &Context, args: UpArgs) -> Result<()> {
     let dir = testnet_dir(&args.dir)?;
     let mut t = match Testnet::load(&dir)? {
-        Some(t) => t,
+        Some(t) => {
+            let fixed = [
+                (
+                    "--base-port",
+                    args.base_port.map(|v| v.to_string()),
+                    t.plan.base_port.to_string(),
+                ),
+                (
+                    "--block-time",
+                    args.block_time.clone(),
+                    t.plan.block_time.clone(),
+                ),
+                (
+                    "--epoch-blocks",
+                    args.epoch_blocks.map(|v| v.to_string()),
+                    t.plan.epoch_blocks.to_string(),
+                ),
+                ("--capacity", args.capacity.clone(), t.plan.capacity.clone()),
+            ];
+            for (flag, asked, kept) in fixed {
+                if asked.is_some_and(|a| a != kept) {
+                    eprintln!(
+                        "warning: keeping this testnet's {flag} {kept}; it is fixed by the first `up` (use a new --dir for another)"
+                    );
+                }
+            }
+            t
+        }
         None => {
+            let block_time = args.block_time.clone().unwrap_or_else(|| "500ms".into());
+            let capacity = args.capacity.clone().unwrap_or_else(|| "4GiB".into());
             // Check what the first `up` fixes, so a typo fails here and not in a child's log.
-            crate::units::parse_duration(&args.block_time)
+            crate::units::parse_duration(&block_time)
                 .map_err(|e| anyhow::anyhow!("--block-time: {e}"))?;
-            crate::units::parse_size(&args.capacity)
-                .map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
+            crate::units::parse_size(&capacity).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
             Testnet {
                 dir: dir.clone(),
                 plan: Plan {
                     providers: 8,
-                    base_port: args.base_port,
-                    block_time: args.block_time.clone(),
-                    epoch_blocks: args.epoch_blocks,
-                    capacity: args.capacity.clone(),
+                    base_port: args.base_port.unwrap_or(7700),
+                    block_time,
+                    epoch_blocks: args.epoch_blocks.unwrap_or(10),
+                    capacity,
                 },
             }
         }
