@@ -552,8 +552,13 @@ pub fn rebuild_slot(
         ahead.replan(source, stripe, (0..n).filter(|&j| present[j]).collect());
         let mut pieces: Vec<(&mut [u8], bool)> =
             shards.chunks_mut(c).zip(present.iter().copied()).collect();
-        rs.reconstruct(&mut pieces)
-            .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
+        // A data slot needs only the data shards computed; a parity slot needs them all.
+        if slot < k {
+            rs.reconstruct_data(&mut pieces)
+        } else {
+            rs.reconstruct(&mut pieces)
+        }
+        .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
         out(stripe, &shards[slot * c..(slot + 1) * c]).map_err(DecodeError::Write)?;
     }
     Ok(())
