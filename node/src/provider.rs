@@ -625,7 +625,7 @@ impl Provider {
             .dir
             .join(format!("repair-{}-{slot}.tmp", deal_id.short()));
         tokio::task::spawn_blocking(move || -> Result<()> {
-            use atlas_protocol::tree::{group_cvs, shard_level, Outboard};
+            use atlas_protocol::tree::{group_cvs, Outboard};
             use std::os::unix::fs::FileExt;
             // A stale local copy (say, one this provider lost or damaged) must not be mistaken
             // for the rebuilt slot.
@@ -639,34 +639,27 @@ impl Provider {
                 .truncate(true)
                 .open(&scratch)?;
             let result = (|| -> Result<()> {
+                let started = std::time::Instant::now();
                 let mut groups = Vec::new();
                 atlas_protocol::erasure::rebuild_slot(&layout, &mut source, slot, &mut |stripe, shard| {
                     group_cvs(stripe * c, shard, &mut groups);
                     file.write_all_at(shard, stripe * c)
                 })?;
-                let mut buf = vec![0u8; c as usize];
                 let outboard = Outboard::from_groups(TreeShape::new(spec.len())?, groups)?;
                 if outboard.root() != spec.root() {
                     bail!("the rebuilt slot does not match its root (holders sent inconsistent shards)");
                 }
-                store.create_slot(key, spec)?;
-                let level = shard_level(c);
-                // Stored in batches of about 32 MiB: one sync per batch, not per shard.
-                let per_batch = ((32 << 20) / c).max(1);
-                let mut batch = Vec::new();
-                for stripe in 0..layout.stripes() {
-                    file.read_exact_at(&mut buf, stripe * c)?;
-                    let siblings = if level == outboard.shape().height() {
-                        Vec::new()
-                    } else {
-                        outboard.siblings(level, stripe)?
-                    };
-                    batch.push(VerifiedShard::verify(&spec.root(), spec.stripes, stripe, buf.clone(), &siblings)?);
-                    if batch.len() as u64 == per_batch || stripe + 1 == layout.stripes() {
-                        store.put_shards(key, &batch)?;
-                        batch.clear();
-                    }
-                }
+                let rebuilt = started.elapsed();
+                drop(file);
+                // The store syncs the file, hashes the file against the slot root once more and moves it in.
+                store.import_slot(key, spec, &scratch)?;
+                tracing::info!(
+                    slot,
+                    bytes = spec.len(),
+                    rebuild_ms = rebuilt.as_millis() as u64,
+                    store_ms = (started.elapsed() - rebuilt).as_millis() as u64,
+                    "slot rebuilt and stored"
+                );
                 Ok(())
             })();
             let _ = std::fs::remove_file(&scratch);

@@ -89,6 +89,66 @@ pub fn run_all<H: Harness>(h: &mut H) {
     wrong_shards_and_conflicts_are_refused(h);
     delete_frees_everything(h);
     batched_puts_store_like_single_puts(h);
+    imported_slots_are_complete_and_provable(h);
+}
+
+pub fn imported_slots_are_complete_and_provable<H: Harness>(h: &mut H) {
+    let store = h.open(BIG);
+    let f = Fixture::new(11, 2, 5, C);
+    let path = std::env::temp_dir().join(format!(
+        "atlas-import-{}-{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    // A file that is not the slot is refused and leaves nothing behind.
+    let mut bad = f.bytes.clone();
+    bad[3 * C as usize + 7] ^= 1;
+    std::fs::write(&path, &bad).expect("write");
+    assert!(matches!(
+        store.import_slot(f.key, f.spec, &path),
+        Err(StoreError::BadImport { .. })
+    ));
+    std::fs::write(&path, &f.bytes[..C as usize]).expect("write");
+    assert!(matches!(
+        store.import_slot(f.key, f.spec, &path),
+        Err(StoreError::BadImport { .. })
+    ));
+    assert!(store.info(f.key).expect("info").is_none());
+    assert_eq!(store.usage().stored, 0);
+
+    std::fs::write(&path, &f.bytes).expect("write");
+    store.import_slot(f.key, f.spec, &path).expect("import");
+    assert!(store.info(f.key).expect("info").expect("slot").complete());
+    assert_eq!(store.usage().stored, f.spec.len());
+    assert_eq!(store.read(f.key, 0, f.spec.len()).expect("read"), f.bytes);
+    let shape = f.spec.shape().expect("valid");
+    let ch = Challenge::derive(&[5; 32], &DealId([2; 32]), 2, 1, shape.chunks(), 16);
+    store
+        .prove(f.key, &ch)
+        .expect("prove")
+        .verify(&ch, &shape, &f.spec.root())
+        .expect("an imported slot proves");
+    for s in 0..5 {
+        let sib = store.shard_siblings(f.key, s).expect("siblings");
+        let bytes = store.read(f.key, s * C, C).expect("read shard");
+        verify_shard(&shape, &f.spec.root(), C, s, &bytes, &sib).expect("shard proof");
+    }
+    // Importing over an existing slot is a conflict.
+    std::fs::write(&path, &f.bytes).expect("write");
+    assert!(store.import_slot(f.key, f.spec, &path).is_err());
+    let _ = std::fs::remove_file(&path);
+    let store = match h.reopen(store, BIG) {
+        Some(s) => s,
+        None => return,
+    };
+    assert_eq!(
+        store
+            .read(f.key, 0, f.spec.len())
+            .expect("read after restart"),
+        f.bytes
+    );
+    assert_eq!(store.usage().stored, f.spec.len());
+    let _ = std::fs::remove_file(&path);
 }
 
 pub fn batched_puts_store_like_single_puts<H: Harness>(h: &mut H) {

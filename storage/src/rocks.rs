@@ -16,7 +16,8 @@
 
 use crate::outboard_file::write_upper_levels;
 use crate::slot_store::{
-    check_range, check_shard, PutOutcome, SlotInfo, SlotKey, SlotSpec, SlotStore, StoreError, Usage,
+    check_range, check_shard, outboard_of_file, PutOutcome, SlotInfo, SlotKey, SlotSpec, SlotStore,
+    StoreError, Usage,
 };
 use atlas_protocol::tree::{Cv, VerifiedShard, GROUP_LEN, GROUP_LOG};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -397,6 +398,62 @@ impl SlotStore for RocksSlotStore {
         } else {
             Ok(PutOutcome::Stored)
         }
+    }
+
+    fn import_slot(&self, key: SlotKey, spec: SlotSpec, path: &Path) -> Result<(), StoreError> {
+        // Hashed and checked before anything is locked or moved.
+        let outboard = outboard_of_file(key, &spec, path)?;
+        let slot_lock = self.slot_lock(key);
+        let _slot = slot_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut usage = self.lock();
+        if self.record(key)?.is_some() {
+            return Err(StoreError::Conflict(key));
+        }
+        if spec.len() > usage.free() {
+            return Err(StoreError::CapacityExceeded {
+                key,
+                need: spec.len(),
+                free: usage.free(),
+                capacity: usage.capacity,
+            });
+        }
+        // Durable file first, then the record: a crash in between leaves files without a record,
+        // which `recover` sweeps.
+        File::open(path)
+            .and_then(|f| f.sync_data())
+            .map_err(io_err(path))?;
+        let data_path = self.data_path(key);
+        match fs::rename(path, &data_path) {
+            Ok(()) => {}
+            // Another file system: copy, then make the copy durable.
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                fs::copy(path, &data_path)
+                    .and_then(|_| File::open(&data_path)?.sync_data())
+                    .map_err(io_err(&data_path))?;
+                let _ = fs::remove_file(path);
+            }
+            Err(e) => return Err(io_err(&data_path)(e)),
+        }
+        let ob_path = self.outboard_path(key);
+        let ob = File::create(&ob_path).map_err(io_err(&ob_path))?;
+        ob.write_all_at(&outboard.to_bytes(), 0)
+            .and_then(|()| ob.sync_data())
+            .map_err(io_err(&ob_path))?;
+        self.sync_dir()?;
+        let mut batch = WriteBatch::default();
+        for stripe in 0..spec.stripes {
+            batch.put_cf(self.cf(CF_SHARDS), Self::shard_key(key, stripe), []);
+        }
+        let rec = SlotRecord::V1 {
+            spec,
+            present: spec.stripes,
+            sealed: true,
+        };
+        Self::put_record(&mut batch, self.cf(CF_SLOTS), key, &rec);
+        self.db.write_opt(batch, &Self::synced()).map_err(db_err)?;
+        usage.reserved += spec.len();
+        usage.stored += spec.len();
+        Ok(())
     }
 
     fn info(&self, key: SlotKey) -> Result<Option<SlotInfo>, StoreError> {

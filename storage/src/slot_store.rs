@@ -180,6 +180,12 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{path} does not hold slot {key}: {why}")]
+    BadImport {
+        key: SlotKey,
+        path: PathBuf,
+        why: String,
+    },
     #[error("database: {0}")]
     Db(String),
     #[error("stored record is corrupt: {0}")]
@@ -219,6 +225,57 @@ pub trait SlotStore: Send + Sync {
             }
         }
         Ok(outcome)
+    }
+
+    /// Takes a whole slot from the file at `path` (say, one a repairer rebuilt): its bytes are
+    /// hashed and must match the slot root, then the store keeps them, complete and provable. A
+    /// store on disk moves the file into place (so `path` must be on the same file system);
+    /// otherwise the file is left as it was. Fails with `Conflict` if the slot exists.
+    fn import_slot(
+        &self,
+        key: SlotKey,
+        spec: SlotSpec,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        let outboard = outboard_of_file(key, &spec, path)?;
+        if self.info(key)?.is_some() {
+            return Err(StoreError::Conflict(key));
+        }
+        self.create_slot(key, spec)?;
+        let file = std::fs::File::open(path).map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let c = spec.shard_size;
+        let level = atlas_protocol::tree::shard_level(c);
+        let per_batch = ((32 << 20) / c).max(1);
+        let mut batch = Vec::new();
+        for stripe in 0..spec.stripes {
+            let mut buf = vec![0u8; c as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, stripe * c).map_err(
+                |source| StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            )?;
+            let siblings = if level == outboard.shape().height() {
+                Vec::new()
+            } else {
+                outboard.siblings(level, stripe)?
+            };
+            batch.push(VerifiedShard::verify(
+                &spec.root(),
+                spec.stripes,
+                stripe,
+                buf,
+                &siblings,
+            )?);
+            if batch.len() as u64 == per_batch || stripe + 1 == spec.stripes {
+                self.put_shards(key, &batch)?;
+                batch.clear();
+            }
+        }
+        Ok(())
     }
 
     /// The slot's state, if the store has it.
@@ -276,6 +333,47 @@ pub trait SlotStore: Send + Sync {
 }
 
 /// Shared checks for `put_shard`.
+/// Hashes a whole slot file into its outboard and checks it against the slot's length and root.
+pub(crate) fn outboard_of_file(
+    key: SlotKey,
+    spec: &SlotSpec,
+    path: &std::path::Path,
+) -> Result<atlas_protocol::tree::Outboard, StoreError> {
+    use std::io::Read;
+    let shape = spec.check()?;
+    let bad = |why: String| StoreError::BadImport {
+        key,
+        path: path.to_path_buf(),
+        why,
+    };
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len != spec.len() {
+        return Err(bad(format!(
+            "it is {len} bytes, the slot is {}",
+            spec.len()
+        )));
+    }
+    let mut groups = Vec::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut offset = 0;
+    while offset < len {
+        let n = buf.len().min((len - offset) as usize);
+        file.read_exact(&mut buf[..n]).map_err(io)?;
+        atlas_protocol::tree::group_cvs(offset, &buf[..n], &mut groups);
+        offset += n as u64;
+    }
+    let outboard = atlas_protocol::tree::Outboard::from_groups(shape, groups)?;
+    if outboard.root() != spec.root() {
+        return Err(bad("its bytes do not hash to the slot root".into()));
+    }
+    Ok(outboard)
+}
+
 pub(crate) fn check_shard(
     key: SlotKey,
     spec: &SlotSpec,
