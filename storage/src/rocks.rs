@@ -284,58 +284,7 @@ impl SlotStore for RocksSlotStore {
     }
 
     fn put_shard(&self, key: SlotKey, shard: &VerifiedShard) -> Result<PutOutcome, StoreError> {
-        let slot_lock = self.slot_lock(key);
-        let _slot = slot_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (spec, present, sealed) = self.record(key)?.ok_or(StoreError::UnknownSlot(key))?;
-        check_shard(key, &spec, shard)?;
-        let stripe = shard.stripe();
-        if self.has_shard(key, stripe)? {
-            if present == spec.stripes && !sealed {
-                // The last put stored its shard but failed to seal: finish that now.
-                self.seal(key)?;
-            }
-            return Ok(PutOutcome::AlreadyStored);
-        }
-        let shape = spec.check()?;
-        let data_path = self.data_path(key);
-        let data = OpenOptions::new()
-            .write(true)
-            .open(&data_path)
-            .map_err(io_err(&data_path))?;
-        data.write_all_at(shard.bytes(), stripe * spec.shard_size)
-            .map_err(io_err(&data_path))?;
-        let ob_path = self.outboard_path(key);
-        let outboard = OpenOptions::new()
-            .write(true)
-            .open(&ob_path)
-            .map_err(io_err(&ob_path))?;
-        let cvs: Vec<u8> = shard.groups().iter().flatten().copied().collect();
-        let first_group = stripe * spec.shard_size / GROUP_LEN;
-        let at = shape.outboard_offset(GROUP_LOG, first_group)?;
-        outboard.write_all_at(&cvs, at).map_err(io_err(&ob_path))?;
-        data.sync_data().map_err(io_err(&data_path))?;
-        outboard.sync_data().map_err(io_err(&ob_path))?;
-
-        let present = present + 1;
-        {
-            let mut usage = self.lock();
-            let mut batch = WriteBatch::default();
-            batch.put_cf(self.cf(CF_SHARDS), Self::shard_key(key, stripe), []);
-            let rec = SlotRecord::V1 {
-                spec,
-                present,
-                sealed,
-            };
-            Self::put_record(&mut batch, self.cf(CF_SLOTS), key, &rec);
-            self.db.write_opt(batch, &Self::synced()).map_err(db_err)?;
-            usage.stored += spec.shard_size;
-        }
-        if present == spec.stripes {
-            self.seal(key)?;
-            Ok(PutOutcome::Completed)
-        } else {
-            Ok(PutOutcome::Stored)
-        }
+        self.put_shards(key, std::slice::from_ref(shard))
     }
 
     fn put_shards(&self, key: SlotKey, shards: &[VerifiedShard]) -> Result<PutOutcome, StoreError> {
