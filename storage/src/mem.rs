@@ -61,14 +61,7 @@ impl SlotStore for MemSlotStore {
             };
         }
         let usage = inner.usage;
-        if spec.len() > usage.free() {
-            return Err(StoreError::CapacityExceeded {
-                key,
-                need: spec.len(),
-                free: usage.free(),
-                capacity: usage.capacity,
-            });
-        }
+        usage.check_room(key, spec.len())?;
         inner.usage.reserved += spec.len();
         inner.slots.insert(
             key,

@@ -254,14 +254,7 @@ impl SlotStore for RocksSlotStore {
                 Err(StoreError::Conflict(key))
             };
         }
-        if spec.len() > usage.free() {
-            return Err(StoreError::CapacityExceeded {
-                key,
-                need: spec.len(),
-                free: usage.free(),
-                capacity: usage.capacity,
-            });
-        }
+        usage.check_room(key, spec.len())?;
         for (path, len) in [
             (self.data_path(key), spec.len()),
             (self.outboard_path(key), shape.outboard_len()),
@@ -358,14 +351,7 @@ impl SlotStore for RocksSlotStore {
         if self.record(key)?.is_some() {
             return Err(StoreError::Conflict(key));
         }
-        if spec.len() > usage.free() {
-            return Err(StoreError::CapacityExceeded {
-                key,
-                need: spec.len(),
-                free: usage.free(),
-                capacity: usage.capacity,
-            });
-        }
+        usage.check_room(key, spec.len())?;
         // Durable file first, then the record: a crash in between leaves files without a record,
         // which `recover` sweeps.
         File::open(path)

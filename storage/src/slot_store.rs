@@ -124,6 +124,19 @@ impl Usage {
     pub fn free(&self) -> u64 {
         self.capacity.saturating_sub(self.reserved)
     }
+
+    /// Refuses a new slot `key` of `len` bytes that would not fit.
+    pub fn check_room(&self, key: SlotKey, len: u64) -> Result<(), StoreError> {
+        if len > self.free() {
+            return Err(StoreError::CapacityExceeded {
+                key,
+                need: len,
+                free: self.free(),
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What `put_shard` did.
