@@ -312,9 +312,18 @@ fn run() -> Result<(), String> {
 }
 
 fn atlas(opts: &Opts, home: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(&opts.atlas)
+    run_atlas(
+        opts,
+        Command::new(&opts.atlas).env("ATLAS_HOME", home),
+        args,
+    )
+    .map(drop)
+}
+
+/// Runs `cmd` (the atlas binary, environment set) with `args`; its stdout, or its stderr as the error.
+fn run_atlas(opts: &Opts, cmd: &mut Command, args: &[&str]) -> Result<String, String> {
+    let out = cmd
         .args(args)
-        .env("ATLAS_HOME", home)
         .output()
         .map_err(|e| format!("running {}: {e}", opts.atlas.display()))?;
     if !out.status.success() {
@@ -324,7 +333,7 @@ fn atlas(opts: &Opts, home: &Path, args: &[&str]) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs per figure; the median is reported.
@@ -671,20 +680,10 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
     let creator = root.join("creator");
     atlas(opts, &creator, &["key", "gen"])?;
     let with_ledger = |args: &[&str]| -> Result<String, String> {
-        let out = Command::new(&opts.atlas)
-            .args(args)
-            .env("ATLAS_HOME", &creator)
-            .env("ATLAS_LEDGER", &ledger_addr)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "atlas {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let mut cmd = Command::new(&opts.atlas);
+        cmd.env("ATLAS_HOME", &creator)
+            .env("ATLAS_LEDGER", &ledger_addr);
+        run_atlas(opts, &mut cmd, args).map(|out| out.trim().to_string())
     };
     with_ledger(&["wallet", "faucet", "1000000000"])?;
     let input_s = input.to_string_lossy().into_owned();
@@ -798,20 +797,7 @@ fn testnet(opts: &Opts) -> Result<(), String> {
     let dir = opts.dir.join("testnet");
     let _ = fs::remove_dir_all(&dir);
     let dir_s = dir.to_string_lossy().into_owned();
-    let run = |args: &[&str]| -> Result<String, String> {
-        let out = Command::new(&opts.atlas)
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "atlas {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let run = |args: &[&str]| run_atlas(opts, &mut Command::new(&opts.atlas), args);
     let start = Instant::now();
     let up = run(&[
         "testnet",
