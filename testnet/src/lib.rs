@@ -341,8 +341,9 @@ pub fn alive(pid: u32) -> bool {
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
+    // An empty command line is a process between fork and exec (just started): still ours.
     let exe = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-    if !String::from_utf8_lossy(exe).contains("atlas") {
+    if !exe.is_empty() && !String::from_utf8_lossy(exe).contains("atlas") {
         return false;
     }
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
