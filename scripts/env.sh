@@ -42,12 +42,23 @@ atlas_install_media_deps() {
   fi
 }
 
+# True when the C library that bindgen loads at run time (libclang.so, libclang-N.so or
+# libclang.so.N) is on the machine. libclang-cpp.so.N, the C++ interface library that some images
+# ship on their own, is a different library and does not count.
+atlas_have_libclang() {
+  local dir f
+  for dir in ${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/*-linux-gnu /lib/*-linux-gnu /usr/lib64 /usr/lib; do
+    for f in "$dir"/libclang.so "$dir"/libclang.so.[0-9]* "$dir"/libclang-[0-9]*.so*; do
+      [ -e "$f" ] && return 0
+    done
+  done
+  return 1
+}
+
 # RocksDB's bindings are generated with libclang; its C++ needs a compiler.
 atlas_install_deps() {
   local missing=()
-  if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libclang[.-]'; then
-    missing+=(libclang-dev)
-  fi
+  atlas_have_libclang || missing+=(libclang-dev)
   command -v c++ >/dev/null 2>&1 || missing+=(g++)
   command -v cc >/dev/null 2>&1 || missing+=(gcc)
   if [ "${#missing[@]}" -gt 0 ]; then
