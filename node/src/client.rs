@@ -2,9 +2,11 @@
 
 use crate::net::{self, NetConfig, NetHandle};
 use anyhow::{anyhow, bail, Context as _, Result};
-use atlas_protocol::escrow::{Account, Tx, TxBody};
-use atlas_protocol::wire::{ChainStatus, LedgerRequest, LedgerResponse};
+use atlas_protocol::escrow::{Account, ChainId, Tx, TxBody};
+use atlas_protocol::escrow::{Deal, Provider};
+use atlas_protocol::wire::{ChainStatus, DealQuery, LedgerRequest, LedgerResponse};
 use atlas_protocol::Keypair;
+use atlas_protocol::{DealId, PublicKey};
 use libp2p::{Multiaddr, PeerId};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,8 @@ pub struct LedgerClient {
     ledger: PeerId,
     addr: Multiaddr,
     shutdown: CancellationToken,
+    /// The ledger's chain id, learned from its first status answer.
+    chain: tokio::sync::OnceCell<ChainId>,
 }
 
 impl Drop for LedgerClient {
@@ -63,6 +67,7 @@ impl LedgerClient {
             ledger,
             addr,
             shutdown,
+            chain: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -74,6 +79,7 @@ impl LedgerClient {
             ledger,
             addr,
             shutdown: CancellationToken::new(),
+            chain: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -96,9 +102,17 @@ impl LedgerClient {
 
     pub async fn status(&self) -> Result<ChainStatus> {
         match self.request(LedgerRequest::Status).await? {
-            LedgerResponse::Status(s) => Ok(s),
+            LedgerResponse::Status(s) => Ok(*s),
             other => bail!("unexpected ledger answer: {other:?}"),
         }
+    }
+
+    /// The chain this ledger runs, which every transaction must name.
+    pub async fn chain(&self) -> Result<ChainId> {
+        self.chain
+            .get_or_try_init(|| async { Ok(self.status().await?.chain) })
+            .await
+            .copied()
     }
 
     pub async fn account(&self, key: &atlas_protocol::PublicKey) -> Result<Account> {
@@ -108,9 +122,55 @@ impl LedgerClient {
         }
     }
 
+    /// Every registered provider, page by page.
+    pub async fn providers(&self) -> Result<Vec<(PublicKey, Provider)>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            match self.request(LedgerRequest::ProviderPage { after }).await? {
+                LedgerResponse::ProviderPage { items, next } => {
+                    all.extend(items);
+                    match next {
+                        Some(k) => after = Some(k),
+                        None => return Ok(all),
+                    }
+                }
+                other => bail!("unexpected ledger answer: {other:?}"),
+            }
+        }
+    }
+
+    /// Every deal `query` selects, page by page.
+    pub async fn deals(&self, query: DealQuery) -> Result<Vec<(DealId, Deal)>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let request = LedgerRequest::DealPage {
+                query: query.clone(),
+                after,
+            };
+            match self.request(request).await? {
+                LedgerResponse::DealPage { items, next } => {
+                    all.extend(items);
+                    match next {
+                        Some(k) => after = Some(k),
+                        None => return Ok(all),
+                    }
+                }
+                other => bail!("unexpected ledger answer: {other:?}"),
+            }
+        }
+    }
+
     /// Signs `body` with the account's next nonce, submits it and waits until it is in a block.
     /// Returns the block height.
     pub async fn submit(&self, key: &Keypair, body: TxBody) -> Result<u64> {
+        Ok(self.submit_tx(key, body).await?.0)
+    }
+
+    /// As [`LedgerClient::submit`]; also returns the nonce the included transaction used (what
+    /// ids derived from it, such as a deal's, are made of).
+    pub async fn submit_tx(&self, key: &Keypair, body: TxBody) -> Result<(u64, u64)> {
         let kind = body.kind();
         // Another process with the same key (a running provider, say) may take a nonce between our
         // query and our submission: ask again a few times before giving up.
@@ -119,6 +179,7 @@ impl LedgerClient {
             attempts += 1;
             let nonce = self.account(&key.public()).await?.nonce;
             let signed = Tx {
+                chain: self.chain().await?,
                 signer: key.public(),
                 nonce,
                 body: body.clone(),
@@ -126,7 +187,7 @@ impl LedgerClient {
             .sign(key)
             .map_err(|e| anyhow!("signing the {kind} transaction: {e}"))?;
             match self.request(LedgerRequest::Submit(signed)).await? {
-                LedgerResponse::Included { height, .. } => return Ok(height),
+                LedgerResponse::Included { height, .. } => return Ok((height, nonce)),
                 LedgerResponse::Rejected(reason) if reason.contains("nonce") && attempts < 5 => {
                     continue
                 }

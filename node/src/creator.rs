@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use atlas_protocol::escrow::{Deal, Escrow, Provider, SlotStatus, TxBody};
 use atlas_protocol::manifest::VerifiedManifest;
 use atlas_protocol::tree::{shard_level, Outboard, TreeShape};
-use atlas_protocol::wire::{LedgerRequest, LedgerResponse, ShardRequest, ShardResponse};
+use atlas_protocol::wire::{DealQuery, LedgerRequest, LedgerResponse, ShardRequest, ShardResponse};
 use atlas_protocol::{DealId, Keypair, PublicKey};
 use atlas_storage::slot_dir::{self, SlotDir};
 use std::os::unix::fs::FileExt;
@@ -25,10 +25,7 @@ const UPLOAD_WINDOW: usize = 8;
 
 /// Registered providers, from the ledger.
 pub async fn providers(ledger: &LedgerClient) -> Result<Vec<(PublicKey, Provider)>> {
-    match ledger.request(LedgerRequest::Providers).await? {
-        LedgerResponse::Providers(p) => Ok(p),
-        other => bail!("unexpected ledger answer: {other:?}"),
-    }
+    ledger.providers().await
 }
 
 /// The providers that can hold a slot of `slot_len` at no more than `max_price`, best first:
@@ -203,9 +200,10 @@ pub async fn pin(
             chosen.len()
         );
     }
-    let nonce = ledger.account(&key.public()).await?.nonce;
-    ledger
-        .submit(
+    // The deal id comes from the nonce of the transaction that was included (a retry after a
+    // nonce race signs again with a newer one).
+    let (_, nonce) = ledger
+        .submit_tx(
             key,
             TxBody::OpenDeal {
                 manifest: manifest.signed().clone(),
@@ -275,16 +273,14 @@ pub async fn deal_info(ledger: &LedgerClient, deal: DealId) -> Result<Deal> {
     }
 }
 
-/// Finds the deal for an object or deal id prefix: the live deal with the most active slots.
+/// Finds the deal for an object or deal id prefix: a live deal opened by the object's own creator
+/// before any other (anyone may open a deal of a signed manifest; those never outrank the
+/// creator's), then the one with the most active slots.
 pub async fn find_deal(ledger: &LedgerClient, prefix: &str) -> Result<(DealId, Deal)> {
     let prefix: atlas_protocol::IdPrefix = prefix.parse()?;
-    let found = match ledger
-        .request(LedgerRequest::Find(prefix_string(&prefix)))
-        .await?
-    {
-        LedgerResponse::Deals(d) => d,
-        other => bail!("unexpected ledger answer: {other:?}"),
-    };
+    let found = ledger
+        .deals(DealQuery::Matching(prefix_string(&prefix)))
+        .await?;
     let objects: std::collections::BTreeSet<_> = found.iter().map(|(_, d)| d.object).collect();
     if objects.len() > 1 {
         bail!(
@@ -298,11 +294,14 @@ pub async fn find_deal(ledger: &LedgerClient, prefix: &str) -> Result<(DealId, D
         .max_by_key(|(_, d)| {
             (
                 !d.ended,
+                d.manifest
+                    .verify()
+                    .is_ok_and(|m| m.manifest().creator == d.creator),
                 d.slots
                     .iter()
                     .filter(|s| matches!(s.status, SlotStatus::Active { .. }))
                     .count(),
-                d.start_epoch,
+                std::cmp::Reverse(d.start_epoch),
             )
         })
         .with_context(|| format!("no object or deal matches '{}'", prefix_string(&prefix)))
@@ -314,21 +313,54 @@ fn prefix_string(p: &atlas_protocol::IdPrefix) -> String {
 
 pub use crate::fetch::NetShardSource;
 
-/// The registered provider behind each slot that may serve it (Active, or Pending while a new
-/// holder fetches), in slot order; `None` where nobody can.
-pub async fn holders(ledger: &LedgerClient, deal: &Deal) -> Result<Vec<Option<Provider>>> {
-    let mut holders = Vec::with_capacity(deal.slots.len());
-    for s in &deal.slots {
-        let holder = match (s.holder, &s.status) {
-            (Some(h), SlotStatus::Active { .. } | SlotStatus::Pending { .. }) => {
-                match ledger.request(LedgerRequest::Provider(h)).await? {
-                    LedgerResponse::Provider(p) => p,
-                    _ => None,
-                }
+/// Every live deal of `object`, from the ledger.
+pub async fn live_deals_of(
+    ledger: &LedgerClient,
+    object: &atlas_protocol::ObjectId,
+) -> Result<Vec<(DealId, Deal)>> {
+    Ok(ledger
+        .deals(DealQuery::Matching(object.to_string()))
+        .await?
+        .into_iter()
+        .filter(|(_, d)| !d.ended && d.object == *object)
+        .collect())
+}
+
+/// For each slot of `object`, the provider best placed to serve it across every live deal of the
+/// object: every shard is verified against the manifest's slot roots, so any deal's holder will
+/// do, and a deal whose holders are strangers that never prove cannot hide the honest ones. A
+/// holder whose slot was proven most recently comes first, then any other active one, then one
+/// still fetching it.
+pub async fn object_holders(
+    ledger: &LedgerClient,
+    object: &atlas_protocol::ObjectId,
+) -> Result<Vec<Option<Provider>>> {
+    let deals = live_deals_of(ledger, object).await?;
+    let n = deals.first().map_or(0, |(_, d)| d.slots.len());
+    let mut best: Vec<Option<((u8, u64), PublicKey)>> = vec![None; n];
+    for (_, d) in &deals {
+        for (j, s) in d.slots.iter().enumerate().take(n) {
+            let rank = match (s.holder, s.status) {
+                (Some(_), SlotStatus::Active { misses: 0 }) => (3, s.proven.unwrap_or(0)),
+                (Some(_), SlotStatus::Active { .. }) => (2, s.proven.unwrap_or(0)),
+                (Some(_), SlotStatus::Pending { .. }) => (1, 0),
+                _ => continue,
+            };
+            let holder = s.holder.expect("matched above");
+            if best[j].is_none_or(|(r, _)| rank > r) {
+                best[j] = Some((rank, holder));
             }
-            _ => None,
-        };
-        holders.push(holder);
+        }
+    }
+    let mut holders = Vec::with_capacity(n);
+    for b in best {
+        holders.push(match b {
+            Some((_, h)) => match ledger.request(LedgerRequest::Provider(h)).await? {
+                LedgerResponse::Provider(p) => p,
+                _ => None,
+            },
+            None => None,
+        });
     }
     Ok(holders)
 }

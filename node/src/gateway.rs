@@ -11,13 +11,14 @@
 use crate::client::LedgerClient;
 use crate::creator::{self, NetShardSource};
 use crate::units::format_size;
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use atlas_protocol::erasure::{decode_range, DecodeError};
 use atlas_protocol::escrow::{Deal, Provider};
 use atlas_protocol::manifest::VerifiedManifest;
-use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
+use atlas_protocol::wire::DealQuery;
 use atlas_protocol::{ObjectId, PublicKey};
-use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
+use futures::StreamExt as _;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -240,7 +241,8 @@ impl Gateway {
             .manifest
             .verify()
             .map_err(|e| anyhow!("deal manifest: {e}"))?;
-        let holders = creator::holders(&self.ledger, &deal).await?;
+        // Holders from every live deal of the object: shards are verified against the manifest.
+        let holders = creator::object_holders(&self.ledger, &deal.object).await?;
         let object = Arc::new(Object {
             manifest,
             holders,
@@ -281,7 +283,9 @@ impl Gateway {
         let body = if head || bytes.is_empty() {
             full(Vec::new())
         } else {
-            self.stream(object.clone(), bytes.clone())
+            // Headers go out only once the first verified bytes are in hand: a read that cannot
+            // start is a clean 502, never a 200 that is cut short.
+            self.stream(object.clone(), bytes.clone()).await?
         };
         let mut r = Response::new(body);
         if wanted.is_some() {
@@ -302,10 +306,15 @@ impl Gateway {
             HeaderValue::from(bytes.end - bytes.start),
         );
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(header::CONTENT_TYPE, served_media_type(&m.media_type));
+        // Whatever a manifest claims, nothing served here runs as a page of the gateway's origin.
         h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_str(&m.media_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(OBJECT_CSP),
         );
         h.insert(
             header::ETAG,
@@ -318,8 +327,9 @@ impl Gateway {
         Ok(r)
     }
 
-    /// A body that decodes `bytes` of `object` on a blocking thread as the client reads it.
-    fn stream(self: &Arc<Self>, object: Arc<Object>, bytes: Range<u64>) -> Body {
+    /// A body that decodes `bytes` of `object` on a blocking thread as the client reads it,
+    /// returned once its first chunk is decoded (or the read failed before any byte).
+    async fn stream(self: &Arc<Self>, object: Arc<Object>, bytes: Range<u64>) -> Result<Body> {
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
         let gw = self.clone();
         let rt = tokio::runtime::Handle::current();
@@ -372,10 +382,18 @@ impl Gateway {
                 }
             }
         });
-        let frames = futures::stream::unfold(rx, |mut rx| async move {
+        let mut rx = rx;
+        let first = match rx.recv().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => bail!("cannot read the object: {e}"),
+            None => bail!("the object read ended before its first byte"),
+        };
+        let first =
+            futures::stream::once(async move { Ok::<_, std::io::Error>(Frame::data(first)) });
+        let rest = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|chunk| (chunk.map(Frame::data), rx))
         });
-        StreamBody::new(frames).boxed()
+        Ok(BodyExt::boxed(StreamBody::new(first.chain(rest))))
     }
 
     /// The catalogue page.
@@ -384,14 +402,7 @@ impl Gateway {
         let mut rows = String::new();
         let mut count = 0;
         for creator in &self.config.creators {
-            let deals = match self
-                .ledger
-                .request(LedgerRequest::DealsOf(*creator))
-                .await?
-            {
-                LedgerResponse::Deals(d) => d,
-                other => return Err(anyhow!("unexpected ledger answer: {other:?}")),
-            };
+            let deals = self.ledger.deals(DealQuery::OfCreator(*creator)).await?;
             for (_, d) in deals.iter().filter(|(_, d)| !d.ended) {
                 rows.push_str(&catalogue_entry(d)?);
                 count += 1;
@@ -413,6 +424,41 @@ impl Gateway {
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(r)
+    }
+}
+
+/// The policy on every object response: no scripts, no plugins, no subresources, a unique origin.
+const OBJECT_CSP: &str = "default-src 'none'; media-src 'self'; sandbox";
+
+/// The `Content-Type` an object is served with. A manifest's media type is the creator's word, so
+/// only plain video, audio and raster image types are passed on; anything else (HTML, SVG, XML,
+/// script, or text that is not a media type) is served as `application/octet-stream`, which no
+/// browser renders as a page.
+fn served_media_type(claimed: &str) -> HeaderValue {
+    const FALLBACK: HeaderValue = HeaderValue::from_static("application/octet-stream");
+    let essence = claimed
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return FALLBACK;
+    };
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    let allowed = matches!(kind, "video" | "audio" | "image")
+        && token(sub)
+        && !sub.contains("svg")
+        && !sub.contains("xml");
+    if allowed {
+        HeaderValue::from_str(&essence).unwrap_or(FALLBACK)
+    } else {
+        FALLBACK
     }
 }
 
@@ -590,6 +636,26 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_media_types_are_served_as_such() {
+        for (claimed, served) in [
+            ("video/mp4", "video/mp4"),
+            ("Video/MP4; codecs=\"avc1\"", "video/mp4"),
+            ("audio/ogg", "audio/ogg"),
+            ("image/png", "image/png"),
+            ("text/html", "application/octet-stream"),
+            ("text/html; charset=utf-8", "application/octet-stream"),
+            ("image/svg+xml", "application/octet-stream"),
+            ("application/xhtml+xml", "application/octet-stream"),
+            ("application/javascript", "application/octet-stream"),
+            ("video/mp4\r\nSet-Cookie: a=b", "application/octet-stream"),
+            ("video/", "application/octet-stream"),
+            ("nonsense", "application/octet-stream"),
+        ] {
+            assert_eq!(served_media_type(claimed), served, "{claimed:?}");
+        }
+    }
 
     #[test]
     fn ranges_parse_as_rfc_9110_says() {

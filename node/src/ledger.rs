@@ -7,16 +7,21 @@
 //! the same height with the same state. Headers are signed and published on gossipsub.
 
 use crate::net::{NetEvent, NetHandle};
-use anyhow::{Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use atlas_protocol::chain::{self, Block, BlockHeader, SignedHeader};
+use atlas_protocol::escrow::SlotStatus;
 use atlas_protocol::escrow::{Escrow, Event, Params};
-use atlas_protocol::wire::{ChainStatus, LedgerRequest, LedgerResponse};
+use atlas_protocol::wire::{
+    ChainStatus, DealQuery, LedgerRequest, LedgerResponse, MAX_PAGE_BYTES, MAX_PAGE_ITEMS,
+};
 use atlas_protocol::Keypair;
 use atlas_storage::ledger_store::{Genesis, LedgerStore};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use serde::Serialize;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -24,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Most transactions waiting for the next block; more are refused until it is cut.
 const MAX_PENDING_TXS: usize = 20_000;
+/// The least time between a restart and the first block it cuts.
+const RESUME_GRACE: Duration = Duration::from_secs(1);
 /// Largest single faucet grant on a devnet ledger.
 pub const FAUCET_CAP: u128 = 1_000_000_000_000;
 
@@ -80,10 +87,17 @@ pub struct Ledger {
     head: Option<SignedHeader>,
     /// `committed`, advanced to the next block's epoch, plus the accepted pending transactions.
     pending: Escrow,
-    pending_txs: Vec<atlas_protocol::escrow::SignedTx>,
+    /// Accepted transactions for the next block, with their acceptance sequence numbers.
+    pending_txs: Vec<(u64, atlas_protocol::escrow::SignedTx)>,
+    /// Accepted transactions not yet written to the durable mempool.
+    unsynced: Vec<(u64, atlas_protocol::escrow::SignedTx)>,
+    /// `Enqueue` answers held until their transactions are durable.
+    held: Vec<(u64, LedgerResponse)>,
+    next_seq: u64,
     /// Requests to answer once the next block is persisted: (request id, tx id).
     waiting: Vec<(u64, [u8; 32])>,
     metrics: LedgerMetrics,
+    genesis_beacon: [u8; 32],
 }
 
 impl std::fmt::Debug for Ledger {
@@ -102,8 +116,8 @@ impl Ledger {
     ) -> Result<Self> {
         let store =
             Arc::new(LedgerStore::open(dir).with_context(|| format!("opening {}", dir.display()))?);
-        match store.genesis()? {
-            Some(Genesis::V1 { epoch_blocks }) => {
+        let salt = match store.genesis()? {
+            Some(Genesis::V2 { epoch_blocks, salt }) => {
                 if epoch_blocks != config.epoch_blocks {
                     tracing::warn!(
                         chain = epoch_blocks,
@@ -112,11 +126,22 @@ impl Ledger {
                     );
                     config.epoch_blocks = epoch_blocks;
                 }
+                salt
             }
-            None => store.set_genesis(Genesis::V1 {
-                epoch_blocks: config.epoch_blocks,
-            })?,
-        }
+            Some(Genesis::V1 { .. }) => bail!(
+                "{} holds a chain written by an older version of the ledger, which cannot be resumed; start the chain in an empty directory",
+                dir.display()
+            ),
+            None => {
+                let mut salt = [0u8; 32];
+                getrandom::fill(&mut salt).map_err(|e| anyhow!("no randomness for the genesis salt: {e}"))?;
+                store.set_genesis(Genesis::V2 {
+                    epoch_blocks: config.epoch_blocks,
+                    salt,
+                })?;
+                salt
+            }
+        };
         let (committed, head) = match store.resume()? {
             Some(resume) => {
                 let block = store
@@ -130,12 +155,14 @@ impl Ledger {
                     ..Params::default()
                 };
                 (
-                    Escrow::new(params, chain::genesis_beacon(&key.public())),
+                    Escrow::new(params, chain::genesis_beacon(&key.public(), &salt)),
                     None,
                 )
             }
         };
+        let genesis_beacon = chain::genesis_beacon(&key.public(), &salt);
         let mut ledger = Self {
+            genesis_beacon,
             key,
             store,
             config,
@@ -143,11 +170,66 @@ impl Ledger {
             committed,
             head,
             pending_txs: Vec::new(),
+            unsynced: Vec::new(),
+            held: Vec::new(),
+            next_seq: 0,
             waiting: Vec::new(),
             metrics: LedgerMetrics::register(registry),
         };
         ledger.prepare_next();
+        ledger.restore_mempool()?;
         Ok(ledger)
+    }
+
+    /// Takes back the transactions accepted before a stop or a crash and not yet in a block:
+    /// each is checked again against the next block's state, and those no longer valid (a proof
+    /// for an epoch that has passed, say) are dropped.
+    fn restore_mempool(&mut self) -> Result<()> {
+        let saved = self.store.mempool()?;
+        let mut dropped = Vec::new();
+        for (seq, signed) in saved {
+            self.next_seq = self.next_seq.max(seq + 1);
+            let result = signed
+                .verify()
+                .map_err(|e| e.to_string())
+                .and_then(|tx| self.pending.apply(&tx).map_err(|e| e.to_string()));
+            match result {
+                Ok(()) => self.pending_txs.push((seq, signed)),
+                Err(reason) => {
+                    tracing::info!(%reason, "a queued transaction is no longer valid; dropped");
+                    dropped.push(seq);
+                }
+            }
+        }
+        if !self.pending_txs.is_empty() {
+            tracing::info!(
+                restored = self.pending_txs.len(),
+                "queued transactions restored for the next block"
+            );
+        }
+        if !dropped.is_empty() {
+            self.store.drop_from_mempool(&dropped)?;
+        }
+        Ok(())
+    }
+
+    /// Whether accepted transactions still wait to be made durable.
+    pub fn has_unsynced(&self) -> bool {
+        !self.unsynced.is_empty()
+    }
+
+    /// Writes the accepted transactions to the durable mempool in one synced batch and returns
+    /// the `Enqueue` answers that were waiting for it.
+    pub async fn sync_mempool(&mut self) -> Result<Vec<(u64, LedgerResponse)>> {
+        if !self.unsynced.is_empty() {
+            let batch = std::mem::take(&mut self.unsynced);
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.add_to_mempool(&batch))
+                .await
+                .context("the mempool writer panicked")?
+                .context("persisting accepted transactions")?;
+        }
+        Ok(std::mem::take(&mut self.held))
     }
 
     /// Height of the newest block.
@@ -217,6 +299,8 @@ impl Ledger {
             params: self.committed.params().clone(),
             head: self.head.clone(),
             sequencer: self.key.public(),
+            chain: *self.committed.chain(),
+            genesis_beacon: self.genesis_beacon,
         }
     }
 
@@ -231,58 +315,71 @@ impl Ledger {
                 }
                 Err(reason) => LedgerResponse::Rejected(reason),
             },
+            // Answered once the transaction is durable (`sync_mempool`), so an accepted
+            // transaction is in a block after any restart.
             LedgerRequest::Enqueue(signed) => match self.accept(signed) {
-                Ok(tx_id) => LedgerResponse::Accepted { tx_id },
+                Ok(tx_id) => {
+                    self.held.push((id, LedgerResponse::Accepted { tx_id }));
+                    return Ok(None);
+                }
                 Err(reason) => LedgerResponse::Rejected(reason),
             },
-            LedgerRequest::Status => LedgerResponse::Status(self.status()),
+            LedgerRequest::Status => LedgerResponse::Status(Box::new(self.status())),
             // The latest accepted view, so a submitter's next nonce counts queued transactions.
             LedgerRequest::Account(key) => LedgerResponse::Account(self.pending.account(&key)),
             LedgerRequest::Provider(key) => LedgerResponse::Provider(s.provider(&key).cloned()),
-            LedgerRequest::Providers => LedgerResponse::Providers(
-                s.providers().iter().map(|(k, p)| (*k, p.clone())).collect(),
-            ),
             LedgerRequest::Deal(id) => LedgerResponse::Deal(s.deal(&id).cloned()),
-            LedgerRequest::DealsOf(creator) => LedgerResponse::Deals(
-                s.deals()
-                    .iter()
-                    .filter(|(_, d)| d.creator == creator)
-                    .map(|(id, d)| (*id, d.clone()))
-                    .collect(),
-            ),
             LedgerRequest::Block(height) => LedgerResponse::Block(self.store.block(height)?),
-            LedgerRequest::HeldBy(provider) => LedgerResponse::Deals(
-                s.deals()
-                    .iter()
-                    .filter(|(_, d)| d.slots.iter().any(|slot| slot.holder == Some(provider)))
-                    .map(|(id, d)| (*id, d.clone()))
-                    .collect(),
-            ),
-            LedgerRequest::Repairable => LedgerResponse::Deals(
-                s.deals()
-                    .iter()
-                    .filter(|(_, d)| {
-                        !d.ended
-                            && d.slots.iter().any(|slot| {
-                                slot.status == atlas_protocol::escrow::SlotStatus::Freed
-                            })
-                    })
-                    .map(|(id, d)| (*id, d.clone()))
-                    .collect(),
-            ),
-            LedgerRequest::Find(prefix) => {
-                let prefix = prefix.to_ascii_lowercase();
-                LedgerResponse::Deals(
-                    s.deals()
-                        .iter()
-                        .filter(|(id, d)| {
-                            d.object.to_string().starts_with(&prefix)
-                                || id.to_string().starts_with(&prefix)
-                        })
-                        .map(|(id, d)| (*id, d.clone()))
-                        .collect(),
-                )
+            LedgerRequest::ProviderPage { after } => {
+                let from = match after {
+                    Some(k) => Bound::Excluded(k),
+                    None => Bound::Unbounded,
+                };
+                let (items, next) = page(s.providers().range((from, Bound::Unbounded)), |_| true);
+                LedgerResponse::ProviderPage { items, next }
             }
+            LedgerRequest::DealPage { query, after } => {
+                let from = match after {
+                    Some(k) => Bound::Excluded(k),
+                    None => Bound::Unbounded,
+                };
+                let deals = s.deals().range((from, Bound::Unbounded));
+                let (items, next) = match query {
+                    DealQuery::OfCreator(creator) => page(deals, |(_, d)| d.creator == creator),
+                    DealQuery::HeldBy(provider) => page(deals, |(_, d)| {
+                        d.slots.iter().any(|slot| slot.holder == Some(provider))
+                    }),
+                    DealQuery::Repairable => page(deals, |(_, d)| {
+                        !d.ended && d.slots.iter().any(|slot| slot.status == SlotStatus::Freed)
+                    }),
+                    DealQuery::Matching(prefix) => {
+                        let prefix = prefix.to_ascii_lowercase();
+                        // A full object id is looked up in the object index, not by a scan.
+                        match prefix.parse::<atlas_protocol::ObjectId>() {
+                            Ok(object) if prefix.len() == 64 => {
+                                let ids: Vec<_> =
+                                    s.deals_of_object(&object).map(|(id, _)| *id).collect();
+                                page(s.deals().range((from, Bound::Unbounded)), |(id, _)| {
+                                    ids.contains(id)
+                                })
+                            }
+                            _ => page(deals, |(id, d)| {
+                                d.object.to_string().starts_with(&prefix)
+                                    || id.to_string().starts_with(&prefix)
+                            }),
+                        }
+                    }
+                };
+                LedgerResponse::DealPage { items, next }
+            }
+            LedgerRequest::Providers
+            | LedgerRequest::DealsOf(_)
+            | LedgerRequest::HeldBy(_)
+            | LedgerRequest::Find(_)
+            | LedgerRequest::Repairable => LedgerResponse::Error(
+                "this listing request is retired; ask for it page by page (ProviderPage, DealPage)"
+                    .into(),
+            ),
         }))
     }
 
@@ -308,7 +405,10 @@ impl Ledger {
             .inc();
         result.map_err(|e| e.to_string())?;
         let tx_id = signed.id();
-        self.pending_txs.push(signed);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending_txs.push((seq, signed.clone()));
+        self.unsynced.push((seq, signed));
         Ok(tx_id)
     }
 
@@ -318,8 +418,10 @@ impl Ledger {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let txs = std::mem::take(&mut self.pending_txs);
+        let (included, txs): (Vec<u64>, Vec<_>) =
+            std::mem::take(&mut self.pending_txs).into_iter().unzip();
         let header = BlockHeader {
+            chain: *self.committed.chain(),
             height,
             epoch: self.pending.epoch(),
             prev: self.head_hash(),
@@ -335,7 +437,7 @@ impl Ledger {
         };
         let state = self.pending.clone();
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&block, &state))
+        tokio::task::spawn_blocking(move || store.commit(&block, &state, &included))
             .await
             .context("the block writer panicked")?
             .context("persisting a block")?;
@@ -343,13 +445,38 @@ impl Ledger {
             std::mem::replace(&mut self.pending, Escrow::new(Params::default(), [0; 32]));
         self.head = Some(header.clone());
         self.metrics.height.set(height as i64);
+        // The block holds every accepted transaction, so held `Enqueue` answers are due too.
+        self.unsynced.clear();
         let answers = std::mem::take(&mut self.waiting)
             .into_iter()
             .map(|(id, tx_id)| (id, LedgerResponse::Included { height, tx_id }))
+            .chain(std::mem::take(&mut self.held))
             .collect();
         self.prepare_next();
         Ok((header, answers))
     }
+}
+
+/// Takes the records of `items` that `keep` selects, up to a page's bounds; the second value is
+/// the cursor to continue from when the page is full.
+fn page<'a, K: Copy + Serialize + 'a, V: Clone + Serialize + 'a>(
+    items: impl Iterator<Item = (&'a K, &'a V)>,
+    mut keep: impl FnMut((&K, &V)) -> bool,
+) -> (Vec<(K, V)>, Option<K>) {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in items {
+        if !keep((k, v)) {
+            continue;
+        }
+        if out.len() == MAX_PAGE_ITEMS || bytes >= MAX_PAGE_BYTES {
+            let next = out.last().map(|(k, _): &(K, V)| *k);
+            return (out, next);
+        }
+        bytes += postcard::to_stdvec(v).map_or(0, |b| b.len());
+        out.push((*k, v.clone()));
+    }
+    (out, None)
 }
 
 /// Runs the ledger until `shutdown`.
@@ -359,12 +486,35 @@ pub async fn run(
     mut events: mpsc::Receiver<NetEvent>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut tick = tokio::time::interval(ledger.config.block_time);
+    // After a restart the first block waits a little longer, so submitters that lost their
+    // connection can reach the ledger again before the chain moves on.
+    let first = if ledger.height().is_some() {
+        ledger.config.block_time.max(RESUME_GRACE)
+    } else {
+        ledger.config.block_time
+    };
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + first,
+        ledger.config.block_time,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                // What was accepted goes into a block before the ledger stops, so a graceful
+                // stop loses nothing it acknowledged. (After a kill -9 the queue is lost; the
+                // submitters resend what the chain does not show.)
+                if !ledger.pending_txs.is_empty() {
+                    let (header, answers) = ledger.cut_block().await?;
+                    for (id, answer) in answers {
+                        let _ = net.respond(id, answer).await;
+                    }
+                    let _ = net.publish_header(&header).await;
+                    tracing::info!(height = header.header.height, "queued transactions committed before stopping");
+                }
+                break;
+            }
             event = events.recv() => match event {
                 Some(NetEvent::LedgerRequest { id, request, .. }) => {
                     let answer = match ledger.handle(id, request) {
@@ -373,6 +523,13 @@ pub async fn run(
                     };
                     if let Some(answer) = answer {
                         net.respond(id, answer).await?;
+                    }
+                    // Group commit: accepted transactions are made durable together once no
+                    // further request is waiting (or many are pending), then answered.
+                    if ledger.has_unsynced() && (events.is_empty() || ledger.unsynced.len() >= 1024) {
+                        for (id, answer) in ledger.sync_mempool().await? {
+                            net.respond(id, answer).await?;
+                        }
                     }
                 }
                 Some(NetEvent::Header(_)) => {}

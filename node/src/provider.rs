@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use atlas_protocol::challenge::Challenge;
 use atlas_protocol::escrow::{Deal, SlotStatus, Tx, TxBody};
 use atlas_protocol::tree::{TreeShape, VerifiedShard};
-use atlas_protocol::wire::{LedgerRequest, LedgerResponse, ShardRequest, ShardResponse};
+use atlas_protocol::wire::{DealQuery, LedgerRequest, LedgerResponse, ShardRequest, ShardResponse};
 use atlas_protocol::{DealId, Keypair};
 use atlas_storage::{PutOutcome, RocksSlotStore, SlotKey, SlotSpec, SlotStore};
 use futures::StreamExt;
@@ -29,6 +29,21 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a shard stream may stay silent mid-conversation.
 const STREAM_IDLE: Duration = Duration::from_secs(60);
+/// How long the ledger's word that this provider may store a slot's shards is trusted before it
+/// is asked again.
+const ASSIGNMENT_TTL: Duration = Duration::from_secs(5);
+/// Most slot assignments remembered at once (a stranger naming deals cannot grow the map).
+const MAX_ASSIGNMENTS: usize = 4096;
+/// Blocks after which a proof accepted for a block but still not recorded is sent again (the
+/// ledger may have restarted and lost it).
+const RESEND_AFTER_BLOCKS: u64 = 3;
+/// How long a candidate holder may take to answer before a repairer counts it as down.
+const HOLDER_PROBE: Duration = Duration::from_secs(5);
+
+/// A slot the ledger showed assigned here and waiting for bytes: its key, spec, and when.
+type Assignment = (SlotKey, SlotSpec, std::time::Instant);
+/// A proof accepted for the next block: the chain height when sent and the nonce it used.
+type SentProof = (u64, u64);
 
 /// What the provider offers.
 #[derive(Debug, Clone)]
@@ -38,6 +53,9 @@ pub struct ProviderConfig {
     pub price: u128,
     pub collateral: u128,
     pub listen: Vec<Multiaddr>,
+    /// Epochs a stored slot that no live deal assigns to this provider is kept before its bytes
+    /// are deleted.
+    pub gc_grace_epochs: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -48,6 +66,8 @@ struct ProviderMetrics {
     shards_received: Counter,
     bytes_served: Counter,
     balance: Gauge,
+    gc_deleted: Counter,
+    puts_refused: Counter,
 }
 
 impl ProviderMetrics {
@@ -76,6 +96,16 @@ impl ProviderMetrics {
             m.bytes_served.clone(),
         );
         r.register(
+            "gc_deleted_slots",
+            "Slots deleted because no live deal assigns them here any more",
+            m.gc_deleted.clone(),
+        );
+        r.register(
+            "puts_refused",
+            "Shards refused because the slot is not assigned here and waiting for bytes",
+            m.puts_refused.clone(),
+        );
+        r.register(
             "balance_tokens",
             "Account balance (earnings)",
             m.balance.clone(),
@@ -93,10 +123,16 @@ pub struct Provider {
     net: NetHandle,
     /// Serializes this account's transactions so nonces go out in order.
     tx_lock: tokio::sync::Mutex<()>,
-    /// Slot specs of deals seen, by deal.
-    specs: std::sync::Mutex<HashMap<DealId, (atlas_protocol::ObjectId, Vec<SlotSpec>)>>,
-    /// Proofs accepted for the next block but maybe not in one yet: (deal, slot, epoch).
-    submitted: std::sync::Mutex<std::collections::HashSet<(DealId, u16, u64)>>,
+    /// Slots the ledger lately showed assigned to this provider and waiting for bytes, with the
+    /// slot's spec and when the ledger said so. Bounded by `MAX_ASSIGNMENTS`; locked briefly,
+    /// never across an await.
+    assigned: std::sync::Mutex<HashMap<(DealId, u16), Assignment>>,
+    /// Proofs accepted for the next block but maybe not in one yet: (deal, slot, epoch), with the
+    /// chain height when sent and the nonce they used.
+    submitted: std::sync::Mutex<HashMap<(DealId, u16, u64), SentProof>>,
+    /// Stored slots no live deal assigns here, with the epoch they were first seen so.
+    orphans: std::sync::Mutex<HashMap<SlotKey, u64>>,
+    gc_grace_epochs: u64,
     /// Shard streams accepted from the start (so no reader meets a provider that is up but does
     /// not yet speak the shard protocol); `serve_streams` takes them.
     incoming: std::sync::Mutex<Option<libp2p_stream::IncomingStreams>>,
@@ -145,8 +181,10 @@ impl Provider {
             ledger,
             net,
             tx_lock: tokio::sync::Mutex::new(()),
-            specs: std::sync::Mutex::new(HashMap::new()),
-            submitted: std::sync::Mutex::new(std::collections::HashSet::new()),
+            assigned: std::sync::Mutex::new(HashMap::new()),
+            submitted: std::sync::Mutex::new(HashMap::new()),
+            orphans: std::sync::Mutex::new(HashMap::new()),
+            gc_grace_epochs: config.gc_grace_epochs,
             incoming: std::sync::Mutex::new(Some(incoming)),
             metrics: ProviderMetrics::register(registry),
         });
@@ -176,11 +214,19 @@ impl Provider {
 
     async fn register(&self, config: &ProviderConfig) -> Result<()> {
         let me = self.key.public();
+        // Addresses go on the ledger without their /p2p/ part: the ledger binds the peer id to
+        // this key, and dialers name it themselves.
         let addrs: Vec<String> = self
             .net
             .listen_addrs()
             .iter()
-            .map(|a| a.to_string())
+            .map(|a| {
+                a.iter()
+                    .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                    .collect::<Multiaddr>()
+                    .to_string()
+            })
+            .take(atlas_protocol::escrow::MAX_PROVIDER_ADDRS)
             .collect();
         let peer_id = self.net.peer_id().to_bytes();
         let existing = match self.ledger.request(LedgerRequest::Provider(me)).await? {
@@ -237,27 +283,49 @@ impl Provider {
         }
     }
 
-    /// The object and slot specs of a deal, from cache or the ledger.
-    async fn deal_specs(&self, deal: DealId) -> Result<(atlas_protocol::ObjectId, Vec<SlotSpec>)> {
-        if let Some(found) = self
-            .specs
+    /// The slot a `Put` may write: only one the ledger shows assigned to (or claimed by) this
+    /// provider and still waiting for its bytes, in a live deal. Anything else is refused before
+    /// a byte is stored, so nobody can make this provider hold (or reserve room for) bytes nobody
+    /// pays it for.
+    async fn assignment(&self, deal: DealId, slot: u16) -> Result<(SlotKey, SlotSpec)> {
+        if let Some((key, spec, at)) = self
+            .assigned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&deal)
+            .get(&(deal, slot))
         {
-            return Ok(found.clone());
+            if at.elapsed() < ASSIGNMENT_TTL {
+                return Ok((*key, *spec));
+            }
         }
         let d = match self.ledger.request(LedgerRequest::Deal(deal)).await? {
             LedgerResponse::Deal(Some(d)) => d,
             LedgerResponse::Deal(None) => bail!("deal {} is not on the ledger", deal.short()),
             other => bail!("unexpected ledger answer: {other:?}"),
         };
-        let entry = deal_specs(&d)?;
-        self.specs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(deal, entry.clone());
-        Ok(entry)
+        let s = d
+            .slots
+            .get(slot as usize)
+            .with_context(|| format!("deal has no slot {slot}"))?;
+        if d.ended
+            || s.holder != Some(self.key.public())
+            || !matches!(s.status, SlotStatus::Pending { .. })
+        {
+            bail!(
+                "slot {slot} of deal {} is not assigned to this provider and waiting for its bytes",
+                deal.short()
+            );
+        }
+        let (object, specs) = deal_specs(&d)?;
+        let found = (SlotKey::new(object, slot), specs[slot as usize]);
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        if assigned.len() >= MAX_ASSIGNMENTS {
+            assigned.retain(|_, (_, _, at)| at.elapsed() < ASSIGNMENT_TTL);
+        }
+        if assigned.len() < MAX_ASSIGNMENTS {
+            assigned.insert((deal, slot), (found.0, found.1, std::time::Instant::now()));
+        }
+        Ok(found)
     }
 
     /// Serves inbound shard streams until shutdown.
@@ -358,11 +426,13 @@ impl Provider {
         body: Vec<u8>,
         siblings: Vec<atlas_protocol::tree::Cv>,
     ) -> Result<bool> {
-        let (object, specs) = self.deal_specs(deal).await?;
-        let spec = *specs
-            .get(slot as usize)
-            .with_context(|| format!("deal has no slot {slot}"))?;
-        let key = SlotKey::new(object, slot);
+        let (key, spec) = match self.assignment(deal, slot).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.puts_refused.inc();
+                return Err(e);
+            }
+        };
         let store = self.store.clone();
         let outcome = tokio::task::spawn_blocking(move || -> Result<PutOutcome> {
             let shard = VerifiedShard::verify(&spec.root(), spec.stripes, stripe, body, &siblings)
@@ -411,16 +481,22 @@ impl Provider {
     pub async fn prove_round(self: &Arc<Self>) -> Result<usize> {
         let me = self.key.public();
         let status = self.ledger.status().await?;
-        let deals = match self.ledger.request(LedgerRequest::HeldBy(me)).await? {
-            LedgerResponse::Deals(d) => d,
-            other => bail!("unexpected ledger answer: {other:?}"),
-        };
+        let deals = self.ledger.deals(DealQuery::HeldBy(me)).await?;
         let mut accepted = 0;
         let mut due = Vec::new();
-        let submitted = {
-            let mut set = self.submitted.lock().unwrap_or_else(|p| p.into_inner());
-            set.retain(|(_, _, e)| *e >= status.epoch);
-            set.clone()
+        // A proof the ledger accepted but has not recorded is sent again once the ledger no
+        // longer counts its nonce (it restarted and lost its queue), or after a few blocks
+        // whatever the reason. Only the ledger's record of the proof ends the retries.
+        let next_nonce = self.ledger.account(&me).await?.nonce;
+        let in_flight: std::collections::HashSet<(DealId, u16, u64)> = {
+            let mut sent = self.submitted.lock().unwrap_or_else(|p| p.into_inner());
+            sent.retain(|(_, _, e), _| *e >= status.epoch);
+            sent.iter()
+                .filter(|(_, (at, nonce))| {
+                    *nonce < next_nonce && status.height < *at + RESEND_AFTER_BLOCKS
+                })
+                .map(|(k, _)| *k)
+                .collect()
         };
         for (id, deal) in &deals {
             let (object, specs) = deal_specs(deal)?;
@@ -444,7 +520,7 @@ impl Provider {
                     SlotStatus::Active { .. }
                         if status.epoch >= slot.prove_from
                             && slot.proven != Some(status.epoch)
-                            && !submitted.contains(&(*id, j as u16, status.epoch)) =>
+                            && !in_flight.contains(&(*id, j as u16, status.epoch)) =>
                     {
                         due.push((*id, j as u16, key, specs[j]));
                     }
@@ -476,6 +552,7 @@ impl Provider {
         // Queue every proof under one lock with consecutive nonces: one round trip each, no
         // waiting for blocks.
         let _guard = self.tx_lock.lock().await;
+        let chain = self.ledger.chain().await?;
         let mut nonce = self.ledger.account(&me).await?.nonce;
         for (deal, slot, proof) in proofs {
             let proof = match proof {
@@ -487,6 +564,7 @@ impl Provider {
                 }
             };
             let signed = Tx {
+                chain,
                 signer: me,
                 nonce,
                 body: TxBody::SubmitProof {
@@ -506,7 +584,7 @@ impl Provider {
                     self.submitted
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert((deal, slot, epoch));
+                        .insert((deal, slot, epoch), (status.height, nonce - 1));
                 }
                 LedgerResponse::Rejected(reason) => {
                     self.count_proof("rejected");
@@ -540,17 +618,10 @@ impl Provider {
             LedgerResponse::Provider(Some(p)) if p.exiting_since.is_none() => {}
             _ => return Ok(0), // not registered, or leaving: takes nothing new
         }
-        let deals = match self.ledger.request(LedgerRequest::Repairable).await? {
-            LedgerResponse::Deals(d) => d,
-            other => bail!("unexpected ledger answer: {other:?}"),
-        };
+        let deals = self.ledger.deals(DealQuery::Repairable).await?;
         let mut repaired = 0;
         for (id, deal) in deals {
-            // One slot per object per provider.
-            if deal.slots.iter().any(|s| s.holder == Some(me)) {
-                continue;
-            }
-            let (_, specs) = deal_specs(&deal)?;
+            let (object, specs) = deal_specs(&deal)?;
             let Some(slot) = deal
                 .slots
                 .iter()
@@ -559,6 +630,29 @@ impl Provider {
                 continue;
             };
             if self.store.usage().free() < specs[slot].len() {
+                continue;
+            }
+            // One slot of an object per provider across all its live deals (the ledger refuses
+            // the claim otherwise), and never one it failed.
+            let live = crate::creator::live_deals_of(&self.ledger, &object).await?;
+            if live
+                .iter()
+                .any(|(_, d)| d.slots.iter().any(|s| s.holder == Some(me)))
+                || deal.slots.iter().any(|s| s.failed_by == Some(me))
+            {
+                continue;
+            }
+            // Claiming locks collateral that a claim never delivered forfeits: claim only when
+            // enough holders (of any live deal of the object) answer to rebuild from.
+            let k = deal
+                .manifest
+                .verify()
+                .map_err(|e| anyhow!("deal manifest: {e}"))?
+                .layout()
+                .data_shards();
+            let answering = self.answering_holders(&object, slot).await?;
+            if answering < k {
+                tracing::info!(deal = %id.short(), slot, answering, needed = k, "not claiming: too few holders answer to rebuild from");
                 continue;
             }
             if let Err(e) = self
@@ -601,18 +695,9 @@ impl Provider {
         let (object, specs) = deal_specs(deal)?;
         let spec = specs[slot];
         let key = SlotKey::new(object, slot as u16);
-        let mut holders = Vec::with_capacity(deal.slots.len());
-        for (j, s) in deal.slots.iter().enumerate() {
-            let holder = match (s.holder, s.status) {
-                (Some(h), SlotStatus::Active { .. }) if j != slot => {
-                    match self.ledger.request(LedgerRequest::Provider(h)).await? {
-                        LedgerResponse::Provider(p) => p,
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            holders.push(holder);
+        let mut holders = crate::creator::object_holders(&self.ledger, &object).await?;
+        if let Some(own) = holders.get_mut(slot) {
+            *own = None;
         }
         let mut source = crate::creator::NetShardSource::new(
             tokio::runtime::Handle::current(),
@@ -628,7 +713,8 @@ impl Provider {
             use atlas_protocol::tree::{group_cvs, Outboard};
             use std::os::unix::fs::FileExt;
             // A stale local copy (say, one this provider lost or damaged) must not be mistaken
-            // for the rebuilt slot.
+            // for the rebuilt slot. No live deal counts on it: the ledger accepted this claim
+            // only because this provider holds no slot of the object in any live deal.
             store.delete_slot(key)?;
             let layout = manifest.layout();
             let c = layout.shard_size();
@@ -670,6 +756,101 @@ impl Provider {
         Ok(())
     }
 
+    /// How many holders of slots other than `slot` of `object` (across its live deals) open a
+    /// shard stream within `HOLDER_PROBE`.
+    async fn answering_holders(
+        &self,
+        object: &atlas_protocol::ObjectId,
+        slot: usize,
+    ) -> Result<usize> {
+        let holders = crate::creator::object_holders(&self.ledger, object).await?;
+        let probes = holders
+            .into_iter()
+            .enumerate()
+            .filter(|(j, _)| *j != slot)
+            .filter_map(|(_, h)| h)
+            .map(|p| {
+                let net = self.net.clone();
+                async move {
+                    matches!(
+                        tokio::time::timeout(
+                            HOLDER_PROBE,
+                            crate::creator::open_shard_stream(&net, &p)
+                        )
+                        .await,
+                        Ok(Ok(_))
+                    )
+                }
+            });
+        Ok(futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter(|up| *up)
+            .count())
+    }
+
+    /// Deletes stored slots that no live deal has assigned to this provider for
+    /// `gc_grace_epochs` epochs: ended, cancelled, freed, exited or never-assigned ones. Returns
+    /// how many it deleted.
+    pub async fn gc_round(self: &Arc<Self>) -> Result<usize> {
+        let me = self.key.public();
+        let status = self.ledger.status().await?;
+        let deals = self.ledger.deals(DealQuery::HeldBy(me)).await?;
+        let mut wanted = std::collections::HashSet::new();
+        for (_, d) in deals.iter().filter(|(_, d)| !d.ended) {
+            let (object, _) = deal_specs(d)?;
+            for (j, s) in d.slots.iter().enumerate() {
+                if s.holder == Some(me)
+                    && matches!(
+                        s.status,
+                        SlotStatus::Pending { .. } | SlotStatus::Active { .. }
+                    )
+                {
+                    wanted.insert(SlotKey::new(object, j as u16));
+                }
+            }
+        }
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.list()).await??;
+        let due: Vec<SlotKey> = {
+            let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+            let stored: std::collections::HashSet<SlotKey> =
+                stored.iter().map(|(k, _)| *k).collect();
+            orphans.retain(|k, _| stored.contains(k) && !wanted.contains(k));
+            for k in stored.iter().filter(|k| !wanted.contains(k)) {
+                orphans.entry(*k).or_insert(status.epoch);
+            }
+            orphans
+                .iter()
+                .filter(|(_, since)| status.epoch >= **since + self.gc_grace_epochs)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let store = self.store.clone();
+        let deleted = tokio::task::spawn_blocking(move || -> Result<Vec<SlotKey>> {
+            let mut gone = Vec::new();
+            for key in due {
+                if store.delete_slot(key)? {
+                    gone.push(key);
+                }
+            }
+            Ok(gone)
+        })
+        .await??;
+        let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &deleted {
+            orphans.remove(key);
+            tracing::info!(slot = %key, "deleted a slot no live deal assigns here");
+        }
+        drop(orphans);
+        self.metrics.gc_deleted.inc_by(deleted.len() as u64);
+        self.update_store_metrics();
+        Ok(deleted.len())
+    }
+
     /// Looks for freed slots to repair every `poll`, until shutdown.
     pub async fn run_repairer(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(poll);
@@ -681,6 +862,9 @@ impl Provider {
             }
             if let Err(e) = self.repair_round().await {
                 tracing::warn!(error = %format!("{e:#}"), "repair round failed");
+            }
+            if let Err(e) = self.gc_round().await {
+                tracing::warn!(error = %format!("{e:#}"), "garbage collection failed");
             }
         }
     }

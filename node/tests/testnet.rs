@@ -29,6 +29,23 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// SIGKILLs the testnet provider (of the 6 in `dir`) whose key is `holder`.
+fn kill_holder(dir: &Path, holder: &str) {
+    let home = (0..6)
+        .map(|i| dir.join(format!("provider-{i:02}")))
+        .find(|home| {
+            let out = atlas(&[("ATLAS_HOME", home)], &["key", "show"]);
+            String::from_utf8_lossy(&out.stdout).trim() == holder
+        })
+        .expect("the holder is one of ours");
+    let pid = std::fs::read_to_string(home.join("pid")).expect("pid file");
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+}
+
 /// A base port with the testnet's whole range free (ledger, gateway, 6 providers).
 fn free_base_port() -> u16 {
     let seed = std::process::id() as u16;
@@ -455,27 +472,10 @@ fn a_newcomer_starts_a_testnet_pins_a_video_and_watches_it_in_a_browser() {
         "status",
     ))
     .expect("status JSON");
-    let holder = st["slots"][0]["holder"]
-        .as_str()
-        .expect("slot 0 holder")
-        .to_string();
-    let victim = (0..6)
-        .map(|i| dir.join(format!("provider-{i:02}")))
-        .find(|home| {
-            let out = atlas(&[("ATLAS_HOME", home)], &["key", "show"]);
-            String::from_utf8_lossy(&out.stdout).trim() == holder
-        })
-        .expect("the holder is one of ours");
-    let pid: i32 = std::fs::read_to_string(victim.join("pid"))
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid");
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    kill_holder(
+        &dir,
+        st["slots"][0]["holder"].as_str().expect("slot 0 holder"),
+    );
     let (code, _, body) = http(gw, "GET", &object, &[], None);
     assert_eq!(code, 200);
     assert!(
@@ -515,8 +515,65 @@ fn a_newcomer_starts_a_testnet_pins_a_video_and_watches_it_in_a_browser() {
         .env("ATLAS_LEDGER", &ledger);
     let ls: Value = serde_json::from_str(&ok(ls.output().expect("ls"), "ls")).expect("ls JSON");
     assert_eq!(ls["objects"][0]["object_id"], id.as_str());
-    let (code, _, body) = http(gw, "GET", &object, &[], None);
+    let (code, head, body) = http(gw, "GET", &object, &[], None);
     assert_eq!(code, 200);
     assert!(body == original, "the video survives down and up");
+    assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
+
+    // A manifest cannot make the gateway's origin serve a page: HTML goes out as plain bytes,
+    // with nosniff and a sandboxing policy.
+    let page_file = tmp.path().join("page.html");
+    let html = b"<html><body><script>document.title='owned'</script></body></html>";
+    std::fs::write(&page_file, html).expect("html");
+    let mut pin = Command::new(env!("CARGO_BIN_EXE_atlas"));
+    pin.args([
+        "pin",
+        &page_file.display().to_string(),
+        "--data-shards",
+        "2",
+        "--parity-shards",
+        "1",
+        "-q",
+    ])
+    .env("ATLAS_HOME", &creator)
+    .env("ATLAS_LEDGER", &ledger);
+    let page_id = ok(pin.output().expect("pin"), "pin html")
+        .trim()
+        .to_string();
+    let page_object = format!("/v1/objects/{page_id}");
+    let (code, head, body) = http(gw, "GET", &page_object, &[], None);
+    assert_eq!(code, 200);
+    assert!(body == html, "the bytes are served as they are");
+    assert_eq!(
+        header(&head, "content-type"),
+        Some("application/octet-stream"),
+        "text/html from a manifest is not served as a page"
+    );
+    assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
+    assert!(header(&head, "content-security-policy").is_some_and(|c| c.contains("sandbox")));
+
+    // With more holders down than the code can bear, the read fails cleanly before any header
+    // is sent: a 502, never a 200 that is cut short.
+    let page_status: Value = serde_json::from_str(&ok(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_atlas"));
+            c.args(["status", &page_id, "--json"])
+                .env("ATLAS_HOME", &creator)
+                .env("ATLAS_LEDGER", &ledger);
+            c.output().expect("status")
+        },
+        "status",
+    ))
+    .expect("status JSON");
+    for slot in 0..2 {
+        kill_holder(
+            &dir,
+            page_status["slots"][slot]["holder"]
+                .as_str()
+                .expect("holder"),
+        );
+    }
+    let (code, _, _) = http(gw, "GET", &page_object, &[], None);
+    assert_eq!(code, 502, "an unreadable object is a clean 502");
     drop(net);
 }

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// The header every node can check and follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
+    /// The chain this block belongs to (its genesis id), so a header of one chain is never
+    /// taken for another's.
+    pub chain: crate::escrow::ChainId,
     pub height: u64,
     pub epoch: u64,
     /// Hash of the previous header (zeros for the first block).
@@ -88,10 +91,13 @@ pub fn txs_root(txs: &[SignedTx]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// The beacon of the genesis epoch.
-pub fn genesis_beacon(sequencer: &PublicKey) -> [u8; 32] {
+/// The beacon of the genesis epoch. `salt` is chosen at random when the chain starts and kept with
+/// it, so two chains of the same sequencer key (a devnet started afresh) are different chains and
+/// nothing signed for one replays on the other.
+pub fn genesis_beacon(sequencer: &PublicKey, salt: &[u8; 32]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(b"atlas/genesis/v1\0");
+    h.update(b"atlas/genesis/v2\0");
     h.update(&sequencer.0);
+    h.update(salt);
     *h.finalize().as_bytes()
 }

@@ -41,6 +41,19 @@ impl Domain {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PublicKey(pub [u8; 32]);
 
+impl PublicKey {
+    /// The libp2p peer id of this ed25519 key, as bytes: the identity multihash (code 0x00,
+    /// length 36) of the key's protobuf encoding (field 1 `KeyType = Ed25519`, field 2 the 32
+    /// key bytes). A provider's registered peer id must be this, so nobody can register another
+    /// node's peer id as their own.
+    pub fn peer_id_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(38);
+        out.extend_from_slice(&[0x00, 36, 0x08, 0x01, 0x12, 32]);
+        out.extend_from_slice(&self.0);
+        out
+    }
+}
+
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))

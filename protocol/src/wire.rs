@@ -43,6 +43,35 @@ pub enum LedgerRequest {
     Find(String),
     /// Live deals with at least one freed slot waiting for a repairer.
     Repairable,
+    /// One page of registered providers, in key order, after `after`.
+    ProviderPage {
+        after: Option<PublicKey>,
+    },
+    /// One page of the deals `query` selects, in id order, after `after`.
+    DealPage {
+        query: DealQuery,
+        after: Option<DealId>,
+    },
+}
+
+/// The requests that list an unbounded number of records (`Providers`, `DealsOf`, `HeldBy`,
+/// `Find`, `Repairable`) are retired: a ledger answers them with an error. Their paged forms
+/// answer at most [`MAX_PAGE_ITEMS`] records and about [`MAX_PAGE_BYTES`] a request.
+pub const MAX_PAGE_ITEMS: usize = 256;
+/// Roughly the most record bytes in one page (a page stops after the record that crosses it).
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Which deals a [`LedgerRequest::DealPage`] lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DealQuery {
+    /// Deals a creator opened.
+    OfCreator(PublicKey),
+    /// Deals in which this provider holds (or is assigned) a slot.
+    HeldBy(PublicKey),
+    /// Live deals with at least one freed slot waiting for a repairer.
+    Repairable,
+    /// Deals whose object id or deal id starts with this lowercase hex prefix.
+    Matching(String),
 }
 
 /// Where the chain stands.
@@ -56,6 +85,10 @@ pub struct ChainStatus {
     pub params: Params,
     pub head: Option<SignedHeader>,
     pub sequencer: PublicKey,
+    /// The chain's id: what every transaction for it must name.
+    pub chain: crate::escrow::ChainId,
+    /// The beacon of epoch 0, from which anyone can rebuild the genesis state and check the id.
+    pub genesis_beacon: [u8; 32],
 }
 
 /// The ledger's answer.
@@ -68,7 +101,7 @@ pub enum LedgerResponse {
     },
     /// The transaction was refused; the reason is for people.
     Rejected(String),
-    Status(ChainStatus),
+    Status(Box<ChainStatus>),
     Account(Account),
     Provider(Option<Provider>),
     Providers(Vec<(PublicKey, Provider)>),
@@ -80,6 +113,16 @@ pub enum LedgerResponse {
     /// The transaction is accepted for the next block.
     Accepted {
         tx_id: [u8; 32],
+    },
+    /// A page of providers; `next` is the cursor for the following page, `None` at the end.
+    ProviderPage {
+        items: Vec<(PublicKey, Provider)>,
+        next: Option<PublicKey>,
+    },
+    /// A page of deals; `next` is the cursor for the following page, `None` at the end.
+    DealPage {
+        items: Vec<(DealId, Deal)>,
+        next: Option<DealId>,
     },
 }
 

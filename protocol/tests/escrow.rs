@@ -56,6 +56,7 @@ impl World {
         let key = &self.keys[who % KEYS];
         let nonce = self.escrow.account(&key.public()).nonce;
         let tx = Tx {
+            chain: *self.escrow.chain(),
             signer: key.public(),
             nonce,
             body,
@@ -148,6 +149,17 @@ impl World {
     }
 
     fn check_invariants(&self, events: &[Event]) {
+        // No provider holds two slots of one object, across every live deal of it.
+        let mut held = BTreeMap::new();
+        for deal in self.escrow.deals().values().filter(|d| !d.ended) {
+            for (j, s) in deal.slots.iter().enumerate() {
+                if let Some(h) = s.holder {
+                    if let Some(other) = held.insert((deal.object, h), j) {
+                        panic!("{h:?} holds slots {other} and {j} of one object");
+                    }
+                }
+            }
+        }
         assert_eq!(
             self.escrow.total_supply(),
             self.escrow.minted(),
@@ -161,7 +173,7 @@ impl World {
                 "deal paid {paid} of {deposited} deposited"
             );
         }
-        let settled = self.escrow.epoch() - 1;
+        let settled = self.escrow.epoch().saturating_sub(1);
         for e in events {
             if let Event::Paid {
                 deal, slot, holder, ..
@@ -183,7 +195,8 @@ impl World {
 enum Op {
     Faucet(usize, u32),
     Transfer(usize, usize, u32),
-    Register(usize, u16, u32),
+    Register(usize, u16, u32, u8),
+    Copycat(usize, usize, [usize; 3], u8),
     Open(usize, [usize; 3], u8),
     Accept(usize, u16),
     Prove(usize, u16, bool),
@@ -202,7 +215,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (k.clone(), 0u32..2_000_000).prop_map(|(a, b)| Op::Faucet(a, b)),
         1 => (k.clone(), k.clone(), 0u32..100_000).prop_map(|(a, b, c)| Op::Transfer(a, b, c)),
-        2 => (k.clone(), 0u16..5_000, 0u32..500_000).prop_map(|(a, b, c)| Op::Register(a, b, c)),
+        2 => (k.clone(), 0u16..5_000, 0u32..500_000, 0u8..8).prop_map(|(a, b, c, d)| Op::Register(a, b, c, d)),
+        2 => (k.clone(), 0usize..6, [k.clone(), k.clone(), k.clone()], 1u8..8).prop_map(|(a, b, c, d)| Op::Copycat(a, b, c, d)),
         2 => (k.clone(), [k.clone(), k.clone(), k.clone()], 1u8..8).prop_map(|(a, b, c)| Op::Open(a, b, c)),
         4 => (0usize..6, 0u16..3).prop_map(|(a, b)| Op::Accept(a, b)),
         6 => (0usize..6, 0u16..3, prop::bool::weighted(0.8)).prop_map(|(a, b, c)| Op::Prove(a, b, c)),
@@ -244,17 +258,62 @@ fn run(w: &mut World, op: Op) {
                 },
             );
         }
-        Op::Register(who, price, collateral) => {
-            let _ = w.submit(
+        Op::Register(who, price, collateral, hostile) => {
+            // Hostile registrations: another key's peer id, or a flood of long addresses. The
+            // rules refuse both.
+            let (peer_id, addrs) = match hostile {
+                0 => (w.pk(who + 1).peer_id_bytes(), vec![]),
+                1 => (
+                    w.pk(who).peer_id_bytes(),
+                    vec![format!("/ip4/127.0.0.1/tcp/{}", "9".repeat(200)); 40],
+                ),
+                _ => (
+                    w.pk(who).peer_id_bytes(),
+                    vec!["/ip4/127.0.0.1/tcp/7000".into()],
+                ),
+            };
+            let result = w.submit(
                 who,
                 TxBody::RegisterProvider {
-                    peer_id: vec![who as u8],
-                    addrs: vec![],
+                    peer_id,
+                    addrs,
                     capacity: 10 * SLOT,
                     price: price as Amount * 1000,
                     collateral: collateral as Amount,
                 },
             );
+            if hostile < 2 {
+                assert!(result.is_err(), "a hostile registration was accepted");
+            }
+        }
+        Op::Copycat(creator, deal, providers, epochs) => {
+            // Anyone may open another deal of an object with its creator's signed manifest (a
+            // sponsor keeping it alive); it must never take bytes the first deal counts on.
+            let Some(first) = w.deals.get(deal).and_then(|id| w.escrow.deal(id)).cloned() else {
+                return;
+            };
+            let providers = providers.iter().map(|&p| w.pk(p)).collect();
+            let nonce = w.escrow.account(&w.pk(creator)).nonce;
+            let ok = w
+                .submit(
+                    creator,
+                    TxBody::OpenDeal {
+                        manifest: first.manifest.clone(),
+                        providers,
+                        epochs: epochs as u64,
+                        max_price: Amount::MAX,
+                    },
+                )
+                .is_ok();
+            if ok {
+                let id = Escrow::deal_id(&w.pk(creator), nonce);
+                let d = w.escrow.deal(&id).expect("opened");
+                w.deposited.insert(id, d.escrow);
+                w.deals.push(id);
+                // The same slot bytes: proofs for it come from the first deal's object.
+                let copy = w.objects[deal].clone();
+                w.objects.push(copy);
+            }
         }
         Op::Open(creator, providers, epochs) => {
             let manifest = w.new_object(creator, epochs);
@@ -423,7 +482,7 @@ fn open_accepted_deal(
         w.submit(
             p,
             TxBody::RegisterProvider {
-                peer_id: vec![p as u8],
+                peer_id: w.pk(p).peer_id_bytes(),
                 addrs: vec![],
                 capacity: 1 << 30,
                 price: price(p),
@@ -561,4 +620,206 @@ fn the_accept_deadline_grows_with_slot_size() {
     assert!(big > small);
     // An absurd size saturates instead of wrapping into the past.
     assert_eq!(p.accept_deadline(u64::MAX - 1, u64::MAX), u64::MAX);
+}
+
+/// The holders of `slots` of the first deal (keys 1, 2, 3 for slots 0, 1, 2) prove this epoch.
+fn prove(w: &mut World, slots: std::ops::Range<u16>) {
+    for slot in slots {
+        let (id, proof) = w.proof(0, slot, true).expect("deal");
+        let epoch = w.escrow.epoch();
+        w.submit(
+            slot as usize + 1,
+            TxBody::SubmitProof {
+                deal: id,
+                slot,
+                epoch,
+                proof,
+            },
+        )
+        .expect("proof");
+    }
+}
+
+/// A transaction signed for one chain is refused by another, even from the same signer with the
+/// right nonce.
+#[test]
+fn a_transaction_for_another_chain_is_refused() {
+    let mut w = World::new();
+    let other = Escrow::new(w.escrow.params().clone(), [9; 32]);
+    assert_ne!(other.chain(), w.escrow.chain());
+    let key = &w.keys[0];
+    let tx = Tx {
+        chain: *other.chain(),
+        signer: key.public(),
+        nonce: 0,
+        body: TxBody::Faucet { amount: 10 },
+    };
+    let verified = tx.sign(key).expect("signs").verify().expect("verifies");
+    assert_eq!(w.escrow.apply(&verified), Err(EscrowError::WrongChain));
+    w.submit(0, TxBody::Faucet { amount: 10 })
+        .expect("the same transaction for this chain is taken");
+}
+
+/// A slot locks at least the floor per GiB, whatever its price: a provider asking nothing still
+/// stakes collateral on every slot it takes.
+#[test]
+fn free_providers_still_stake_the_collateral_floor() {
+    let mut w = World::new();
+    let id = open_accepted_deal(&mut w, 3, 5, |_| 0);
+    let d = w.escrow.deal(&id).expect("deal");
+    let floor = w.escrow.params().slot_collateral(0, d.slot_len);
+    assert!(floor > 0);
+    for s in &d.slots {
+        assert_eq!(s.price, 0);
+        assert_eq!(s.collateral, floor);
+    }
+    // A registration below the bond is refused.
+    w.submit(5, TxBody::Faucet { amount: 500_000 })
+        .expect("faucet");
+    let err = w
+        .submit(
+            5,
+            TxBody::RegisterProvider {
+                peer_id: w.pk(5).peer_id_bytes(),
+                addrs: vec![],
+                capacity: 1 << 30,
+                price: 0,
+                collateral: w.escrow.params().min_provider_collateral - 1,
+            },
+        )
+        .expect_err("under the bond");
+    assert!(matches!(err, EscrowError::BondTooSmall { .. }));
+}
+
+/// A claim never delivered forfeits its collateral to nobody, and what holders were slashed
+/// never flows back to the creator: a creator cannot profit from a slot it made impossible to
+/// repair, or from holders failing.
+#[test]
+fn forfeits_never_flow_back_to_the_creator() {
+    let mut w = World::new();
+    let id = open_accepted_deal(&mut w, 4, 30, |_| 16_384 * 10);
+    let max = w.escrow.params().max_misses;
+    w.escrow.advance_epoch([1; 32]);
+    // Slot 0's holder stops proving and is freed; slots 1 and 2 keep proving.
+    for round in 0..=max {
+        prove(&mut w, 1..3);
+        w.escrow.advance_epoch([round as u8 + 2; 32]);
+    }
+    assert_eq!(
+        w.escrow.deal(&id).expect("deal").slots[0].status,
+        atlas_protocol::escrow::SlotStatus::Freed
+    );
+    // A fresh provider claims slot 0 and never delivers.
+    w.submit(4, TxBody::Faucet { amount: 500_000 })
+        .expect("faucet");
+    w.submit(
+        4,
+        TxBody::RegisterProvider {
+            peer_id: w.pk(4).peer_id_bytes(),
+            addrs: vec![],
+            capacity: 1 << 30,
+            price: 0,
+            collateral: 100_000,
+        },
+    )
+    .expect("register");
+    w.submit(4, TxBody::ClaimSlot { deal: id, slot: 0 })
+        .expect("claim");
+    let locked = w.escrow.deal(&id).expect("deal").slots[0].collateral;
+    assert!(locked > 0);
+    let reserve_before = w.escrow.deal(&id).expect("deal").reserve;
+    let forfeited_before = w.escrow.forfeited();
+    for round in 0..20u8 {
+        prove(&mut w, 1..3);
+        w.escrow.advance_epoch([round + 50; 32]);
+        if w.escrow.deal(&id).expect("deal").slots[0].status
+            == atlas_protocol::escrow::SlotStatus::Freed
+        {
+            break;
+        }
+    }
+    let d = w.escrow.deal(&id).expect("deal").clone();
+    assert_eq!(d.slots[0].failed_by, Some(w.pk(4)));
+    assert_eq!(
+        w.escrow.forfeited() - forfeited_before,
+        locked,
+        "the claimant's collateral went to nobody"
+    );
+    assert!(
+        d.reserve <= reserve_before,
+        "nothing was added to the creator's reserve"
+    );
+    // At the end the creator gets back its escrow and the reserve it deposited, not the
+    // slashed collateral that swelled the reserve.
+    assert!(
+        d.reserve > d.reserve_deposit,
+        "slashes went into the reserve"
+    );
+    let (escrow, deposit) = (d.escrow, d.reserve_deposit);
+    let creator_before = w.escrow.account(&w.pk(0)).balance;
+    w.submit(0, TxBody::CancelDeal { deal: id })
+        .expect("cancel");
+    w.escrow.advance_epoch([99; 32]);
+    assert!(w.escrow.deal(&id).expect("deal").ended);
+    let refund = w.escrow.account(&w.pk(0)).balance - creator_before;
+    assert_eq!(refund, escrow + deposit);
+    assert_eq!(w.escrow.total_supply(), w.escrow.minted());
+}
+
+/// A provider that exits while missing proofs does not take its collateral with it; one that kept
+/// proving through its notice gets it all back.
+#[test]
+fn exiting_does_not_escape_slashing() {
+    let mut w = World::new();
+    let id = open_accepted_deal(&mut w, 5, 40, |_| 16_384 * 10);
+    let notice = w.escrow.params().exit_notice_epochs;
+    assert!(notice > w.escrow.params().max_misses as u64);
+    w.escrow.advance_epoch([1; 32]);
+    w.submit(1, TxBody::ExitProvider)
+        .expect("slot 0's holder exits");
+    w.submit(2, TxBody::ExitProvider)
+        .expect("slot 1's holder exits");
+    let exit_epoch = w.escrow.epoch();
+    let d = w.escrow.deal(&id).expect("deal").clone();
+    // What each provider owns outside its slots (balance and pool), less what it was paid.
+    let wealth = |w: &World, p: usize| {
+        let paid = w.escrow.deal(&id).expect("deal").slots[p - 1].paid;
+        w.escrow.account(&w.pk(p)).balance + w.escrow.provider(&w.pk(p)).map_or(0, |p| p.collateral)
+            - paid
+    };
+    let before = (wealth(&w, 1), wealth(&w, 2));
+    let mut round = 2u8;
+    // The notice runs out at the boundary of epoch `exit_epoch + notice`.
+    while w.escrow.epoch() <= exit_epoch + notice {
+        let last = w.escrow.epoch() == exit_epoch + notice;
+        // Slot 0's holder misses only the last epoch of its notice.
+        prove(&mut w, if last { 1..2 } else { 0..2 });
+        w.escrow.advance_epoch([round; 32]);
+        round += 1;
+    }
+    let after = w.escrow.deal(&id).expect("deal");
+    assert_eq!(
+        after.slots[0].status,
+        atlas_protocol::escrow::SlotStatus::Freed
+    );
+    assert_eq!(
+        after.slots[1].status,
+        atlas_protocol::escrow::SlotStatus::Freed
+    );
+    assert_eq!(
+        after.slots[0].failed_by,
+        Some(w.pk(1)),
+        "a failing leaver is marked"
+    );
+    assert_eq!(
+        wealth(&w, 2) - before.1,
+        d.slots[1].collateral,
+        "the leaver that kept proving got its slot's collateral back"
+    );
+    assert_eq!(
+        wealth(&w, 1),
+        before.0,
+        "the leaver that missed got none of its slot's collateral back"
+    );
+    assert_eq!(w.escrow.total_supply(), w.escrow.minted());
 }

@@ -1,6 +1,8 @@
 //! Harness for Atlas's end-to-end tests: real nodes (real libp2p on loopback, real RocksDB in temp
 //! folders) started in one process, each with its own shutdown.
 
+pub mod hostile;
+
 use anyhow::Result;
 use atlas_node::client::LedgerClient;
 use atlas_node::ledger::{self, ChainConfig, Ledger};
@@ -33,18 +35,48 @@ pub struct LedgerNode {
     pub addr: Multiaddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<()>>,
+    net_task: tokio::task::JoinHandle<()>,
+    dir: std::path::PathBuf,
+    config: ChainConfig,
 }
 
 impl LedgerNode {
     /// Starts a ledger with its database in `dir`.
     pub async fn start(dir: &Path, key: Keypair, config: ChainConfig) -> Result<Self> {
+        Self::start_on(dir, key, config, "/ip4/127.0.0.1/tcp/0".parse()?).await
+    }
+
+    /// Starts a ledger listening on `listen` (a restart on the address its clients know).
+    pub async fn start_on(
+        dir: &Path,
+        key: Keypair,
+        config: ChainConfig,
+        listen: Multiaddr,
+    ) -> Result<Self> {
         let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
-        let ledger = Ledger::open(dir, key.clone(), config, &mut registry)?;
+        // A ledger just killed in this process may still hold its database lock for a moment
+        // (a write it had handed to a blocking thread finishing); a killed process would have
+        // released it with its death. Wait for it.
+        let ledger = wait_for(
+            "the ledger database to be free",
+            Duration::from_secs(30),
+            || {
+                let r = Ledger::open(dir, key.clone(), config.clone(), &mut registry);
+                async move {
+                    match r {
+                        Ok(l) => Ok(Some(l)),
+                        Err(e) if format!("{e:#}").contains("lock") => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            },
+        )
+        .await?;
         let (handle, events, net_task) = net::start(
             &key,
             NetConfig {
-                listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+                listen: vec![listen],
                 name: "ledger".into(),
             },
             &mut registry,
@@ -56,10 +88,12 @@ impl LedgerNode {
         let task = tokio::spawn(async move {
             let r = ledger::run(ledger, handle, events, stop.clone()).await;
             stop.cancel();
-            let _ = net_task.await;
             r
         });
         Ok(Self {
+            net_task,
+            dir: dir.to_path_buf(),
+            config,
             key,
             addr,
             shutdown,
@@ -67,10 +101,40 @@ impl LedgerNode {
         })
     }
 
-    /// Stops the ledger and waits until its database is closed.
+    /// Stops the ledger as SIGTERM does (what it queued goes into a last block) and waits until
+    /// its database is closed.
     pub async fn stop(self) -> Result<()> {
         self.shutdown.cancel();
-        self.task.await?
+        let r = self.task.await?;
+        let _ = self.net_task.await;
+        r
+    }
+
+    /// Stops the ledger as a kill -9 would as far as its clients can tell: it ends at once, and
+    /// transactions it had accepted but not yet put in a block are gone. Waits until its database
+    /// is closed.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.shutdown.cancel();
+        let _ = self.net_task.await;
+    }
+
+    /// Stops the ledger (killed, or stopped as SIGTERM does) and starts it again on the same
+    /// database, key and address.
+    pub async fn restart(self, kill: bool) -> Result<Self> {
+        let listen: Multiaddr = self
+            .addr
+            .iter()
+            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            .collect();
+        let (dir, key, config) = (self.dir.clone(), self.key.clone(), self.config.clone());
+        if kill {
+            self.kill().await;
+        } else {
+            self.stop().await?;
+        }
+        Self::start_on(&dir, key, config, listen).await
     }
 
     pub async fn client(&self, key: &Keypair) -> Result<LedgerClient> {
@@ -122,6 +186,7 @@ impl ProviderNode {
                 price,
                 collateral: 1_000_000,
                 listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+                gc_grace_epochs: 2,
             },
             ledger.clone(),
             &mut registry,
@@ -254,9 +319,10 @@ pub async fn replay_chain(
     use atlas_protocol::escrow::Escrow;
     use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
     let status = client.status().await?;
-    let mut state = Escrow::new(
-        status.params.clone(),
-        atlas_protocol::chain::genesis_beacon(sequencer),
+    let mut state = Escrow::new(status.params.clone(), status.genesis_beacon);
+    anyhow::ensure!(
+        *state.chain() == status.chain,
+        "the chain id is not the one its genesis gives"
     );
     let mut prev = [0u8; 32];
     let mut settled = Vec::new();
@@ -296,6 +362,13 @@ pub async fn replay_chain(
     Ok((settled, state))
 }
 
+/// A pinned test object: its bytes, its manifest and its deal.
+pub type Pinned = (
+    Vec<u8>,
+    atlas_protocol::VerifiedManifest,
+    atlas_protocol::DealId,
+);
+
 /// A ledger (100 ms blocks, 5-block epochs, faucet) and `n` providers priced 1000, 1001, ...
 #[derive(Debug)]
 pub struct Cluster {
@@ -334,18 +407,21 @@ impl Cluster {
     /// Funds a new creator, encodes `len` random bytes at `k + m` with 64 KiB shards and pins
     /// them; the creator's node is gone when this returns. Returns the file, its manifest and
     /// the deal.
-    pub async fn pin_random(
+    pub async fn pin_random(&self, dir: &Path, len: usize, k: u16, m: u16) -> Result<Pinned> {
+        self.pin_random_as(&new_key(), dir, len, k, m).await
+    }
+
+    /// As [`Cluster::pin_random`], with `creator` as the creator (funded here). The encoded
+    /// slots stay in `dir/enc`.
+    pub async fn pin_random_as(
         &self,
+        creator: &Keypair,
         dir: &Path,
         len: usize,
         k: u16,
         m: u16,
-    ) -> Result<(
-        Vec<u8>,
-        atlas_protocol::VerifiedManifest,
-        atlas_protocol::DealId,
-    )> {
-        let creator = new_key();
+    ) -> Result<Pinned> {
+        let creator = creator.clone();
         let video = dir.join("video.mp4");
         let data = random_file(&video, len, 7);
         let enc = dir.join("enc");
@@ -368,6 +444,15 @@ impl Cluster {
         )
         .await?;
         Ok((data, manifest, deal))
+    }
+
+    /// Restarts the ledger (see [`LedgerNode::restart`]); providers find it at the same address.
+    pub async fn restart_ledger(self, kill: bool) -> Result<Self> {
+        Ok(Self {
+            ledger: self.ledger.restart(kill).await?,
+            ledger_key: self.ledger_key,
+            providers: self.providers,
+        })
     }
 
     /// Takes the provider holding `key` out of the cluster.
@@ -411,6 +496,17 @@ pub async fn read_back(
         };
         holders.push(p);
     }
+    decode_from(client, manifest, holders, out).await
+}
+
+/// Decodes a whole object from `holders` into `out`, verified; returns the bytes and the slots
+/// whose holders did not serve.
+async fn decode_from(
+    client: &LedgerClient,
+    manifest: atlas_protocol::VerifiedManifest,
+    holders: Vec<Option<atlas_protocol::escrow::Provider>>,
+    out: &Path,
+) -> Result<(Vec<u8>, Vec<usize>)> {
     let mut source = atlas_node::creator::NetShardSource::new(
         tokio::runtime::Handle::current(),
         client.net().clone(),
@@ -433,4 +529,23 @@ pub async fn read_back(
     .await?;
     result?;
     Ok((std::fs::read(out)?, failed))
+}
+
+/// Reads a whole object as `atlas get` does, from the best holders across every live deal of
+/// it, verified; returns the bytes.
+pub async fn read_object(
+    client: &LedgerClient,
+    object: &atlas_protocol::ObjectId,
+    out: &Path,
+) -> Result<Vec<u8>> {
+    let deals = atlas_node::creator::live_deals_of(client, object).await?;
+    let (_, d) = deals
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no live deal of the object"))?;
+    let manifest = d
+        .manifest
+        .verify()
+        .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
+    let holders = atlas_node::creator::object_holders(client, object).await?;
+    Ok(decode_from(client, manifest, holders, out).await?.0)
 }

@@ -59,6 +59,7 @@ async fn transactions_are_ordered_persisted_and_survive_a_restart() {
             .expect_err("overdraft is refused");
         assert!(err.to_string().contains("balance"), "{err}");
         let replay = Tx {
+            chain: client.chain().await.expect("chain id"),
             signer: alice.public(),
             nonce: 0,
             body: TxBody::Faucet { amount: 10_000 },

@@ -8,7 +8,6 @@ use crate::progress::Progress;
 use crate::units::{format_size, parse_size};
 use anyhow::{bail, Result};
 use atlas_protocol::escrow::{Deal, SlotStatus};
-use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
 use atlas_protocol::DealId;
 use atlas_storage::slot_dir;
 use clap::Args;
@@ -230,7 +229,8 @@ pub fn get(ctx: &Context, args: GetArgs) -> Result<()> {
             .manifest
             .verify()
             .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
-        let holders = creator::holders(&client, &deal).await?;
+        // Holders from every live deal of the object: shards are verified against the manifest.
+        let holders = creator::object_holders(&client, &deal.object).await?;
         let mut source = NetShardSource::new(
             tokio::runtime::Handle::current(),
             client.net().clone(),
@@ -379,10 +379,9 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
     let addr = ledger_addr(args.ledger.as_deref())?;
     let deals = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
-        match client.request(LedgerRequest::DealsOf(key.public())).await? {
-            LedgerResponse::Deals(d) => anyhow::Ok(d),
-            other => bail!("unexpected ledger answer: {other:?}"),
-        }
+        client
+            .deals(atlas_protocol::wire::DealQuery::OfCreator(key.public()))
+            .await
     })?;
     let mut rows = Vec::new();
     for (id, d) in &deals {

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Collateral to lock with the ledger (funded from the devnet faucet if the balance is short).
     #[arg(long, default_value_t = 1_000_000)]
     pub collateral: u128,
+    /// Epochs a stored slot that no live deal assigns here (ended, cancelled, freed or handed
+    /// over) is kept before its bytes are deleted.
+    #[arg(long, default_value_t = 6, value_name = "EPOCHS")]
+    pub gc_grace_epochs: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -75,6 +79,7 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
                 price: args.price,
                 collateral: args.collateral,
                 listen,
+                gc_grace_epochs: args.gc_grace_epochs,
             },
             ledger,
             &mut registry,

@@ -224,6 +224,7 @@ pub async fn start(
                     .mesh_n(3)
                     .mesh_n_high(6)
                     .mesh_outbound_min(1)
+                    .validate_messages()
                     .build()
                     .map_err(|e| format!("gossipsub config: {e}"))?;
                 let gossipsub = gossipsub::Behaviour::new(
@@ -424,16 +425,38 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.metrics.record(&event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
                 self.metrics.record(&event);
-                if let gossipsub::Event::Message { message, .. } = event {
-                    match wire::decode::<SignedHeader>(&message.data, 4096) {
-                        Ok(header) => {
+                if let gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                } = event
+                {
+                    // Validated before it is relayed: only a well-formed header its sequencer
+                    // signed goes any further.
+                    let verdict = match wire::decode::<SignedHeader>(&message.data, 4096) {
+                        Ok(header) if header.verify(None).is_ok() => {
                             // Drop rather than block the swarm when the service is behind.
                             let _ = self.events.try_send(NetEvent::Header(header));
+                            gossipsub::MessageAcceptance::Accept
+                        }
+                        Ok(_) => {
+                            tracing::debug!(node = %self.name, "unsigned header on gossip");
+                            gossipsub::MessageAcceptance::Reject
                         }
                         Err(error) => {
-                            tracing::debug!(node = %self.name, %error, "bad header on gossip")
+                            tracing::debug!(node = %self.name, %error, "bad header on gossip");
+                            gossipsub::MessageAcceptance::Reject
                         }
-                    }
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            verdict,
+                        );
                 }
             }
             SwarmEvent::ConnectionEstablished { connection_id, .. } => {
@@ -492,6 +515,22 @@ impl EventLoop {
                 tracing::debug!(node = %self.name, %peer, %error, "inbound ledger request failed");
             }
             rr::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ledger binds a provider's peer id to its key by the bytes the escrow computes; they
+    /// must be exactly libp2p's peer id of the same key.
+    #[test]
+    fn the_escrow_peer_id_of_a_key_is_libp2ps() {
+        for seed in [1u8, 2, 200] {
+            let key = Keypair::from_secret([seed; 32]);
+            let libp2p_id = identity(&key).expect("identity").public().to_peer_id();
+            assert_eq!(key.public().peer_id_bytes(), libp2p_id.to_bytes());
         }
     }
 }

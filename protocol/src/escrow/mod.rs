@@ -19,7 +19,12 @@ use crate::sign::PublicKey;
 use crate::tree::TreeShape;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-pub use tx::{Amount, SignedTx, Tx, TxBody, TxError};
+pub use tx::{Amount, ChainId, SignedTx, Tx, TxBody, TxError};
+
+/// Most addresses a provider may register.
+pub const MAX_PROVIDER_ADDRS: usize = 8;
+/// Longest registered address, in bytes.
+pub const MAX_ADDR_LEN: usize = 128;
 
 const GIB: u128 = 1 << 30;
 const BPS: u128 = 10_000;
@@ -48,11 +53,32 @@ pub struct Params {
     pub bounty_epochs: u64,
     /// Chunks sampled per slot per epoch.
     pub samples: usize,
-    /// Epochs between `ExitProvider` and the provider's slots being handed over.
+    /// Epochs between `ExitProvider` and the provider's slots being handed over. Longer than
+    /// `max_misses`, so a provider that lost data is slashed out of its slots before it can hand
+    /// them over whole.
     pub exit_notice_epochs: u64,
+    /// The least collateral a slot locks per GiB of its length, whatever the holder's price: a
+    /// provider asking nothing still stakes this much on every slot it takes, and loses it if it
+    /// does not hold the bytes.
+    pub collateral_floor_per_gib: Amount,
+    /// The least collateral a provider registers with (its bond): each registration, and the
+    /// ledger state it takes, costs this much locked capital.
+    pub min_provider_collateral: Amount,
 }
 
 impl Params {
+    /// Collateral a slot of `slot_len` bytes priced `price` per epoch locks: `collateral_epochs`
+    /// of its price, and never less than the floor for its size.
+    pub fn slot_collateral(&self, price: Amount, slot_len: u64) -> Amount {
+        let by_price = price.saturating_mul(self.collateral_epochs as u128);
+        let floor = ceil_div(
+            self.collateral_floor_per_gib
+                .saturating_mul(slot_len as u128),
+            GIB,
+        );
+        by_price.max(floor)
+    }
+
     /// The epoch by which a slot of `slot_len` bytes assigned or claimed in `epoch` must be accepted.
     pub fn accept_deadline(&self, epoch: u64, slot_len: u64) -> u64 {
         let transfer = slot_len.div_ceil(self.transfer_bytes_per_epoch.max(1));
@@ -76,7 +102,10 @@ impl Default for Params {
             reserve_bps: 1_000,
             bounty_epochs: 2,
             samples: crate::challenge::DEFAULT_SAMPLES,
-            exit_notice_epochs: 2,
+            exit_notice_epochs: 4,
+            // A provider with the default 1,000,000 collateral can take 10 GiB of slots.
+            collateral_floor_per_gib: 100_000,
+            min_provider_collateral: 100_000,
         }
     }
 }
@@ -158,8 +187,12 @@ pub struct Deal {
     pub end_epoch: u64,
     /// Tokens left to pay holders with.
     pub escrow: Amount,
-    /// Slashed collateral and the deposited reserve: pays repair bounties, refunded at the end.
+    /// Slashed collateral and the deposited reserve: pays repair bounties. At the end the creator
+    /// gets back at most `reserve_deposit` of it; the rest (slashed collateral) is forfeited, so a
+    /// creator gains nothing from holders failing its deal.
     pub reserve: Amount,
+    /// What the creator deposited into the reserve.
+    pub reserve_deposit: Amount,
     pub slots: Vec<Slot>,
     pub ended: bool,
 }
@@ -285,18 +318,59 @@ pub enum EscrowError {
     FailedThisSlot,
     #[error("arithmetic overflow")]
     Overflow,
+    #[error("the transaction was signed for another chain")]
+    WrongChain,
+    #[error("the registered peer id is not the signing key's own")]
+    PeerIdMismatch,
+    #[error("addresses refused: {0}")]
+    BadAddresses(&'static str),
+    #[error("collateral {have} is below the {need} a provider must register with")]
+    BondTooSmall { have: Amount, need: Amount },
+    #[error("the provider already holds a slot of this object in a live deal")]
+    HoldsObject,
+}
+
+/// Checks a provider's addresses: few, short, printable multiaddr text without a `/p2p/` part
+/// (the ledger knows the peer id; dialers add it).
+fn check_addrs(addrs: &[String]) -> Result<(), EscrowError> {
+    if addrs.len() > MAX_PROVIDER_ADDRS {
+        return Err(EscrowError::BadAddresses("more than 8 addresses"));
+    }
+    for a in addrs {
+        if a.len() > MAX_ADDR_LEN {
+            return Err(EscrowError::BadAddresses("an address is over 128 bytes"));
+        }
+        if !a.starts_with('/') || !a.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(EscrowError::BadAddresses(
+                "an address is not multiaddr text",
+            ));
+        }
+        if a.contains("/p2p/") {
+            return Err(EscrowError::BadAddresses(
+                "an address names a peer id (leave /p2p/ out)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The whole settlement state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escrow {
     params: Params,
+    /// Which chain this is: what every transaction must name.
+    chain: ChainId,
     epoch: u64,
     beacon: [u8; 32],
     minted: Amount,
     accounts: BTreeMap<PublicKey, Account>,
     providers: BTreeMap<PublicKey, Provider>,
     deals: BTreeMap<DealId, Deal>,
+    /// The live deals of each object, for rules that hold per object rather than per deal.
+    objects: BTreeMap<ObjectId, std::collections::BTreeSet<DealId>>,
+    /// Collateral forfeited by claims never delivered. It goes to nobody: a deal's reserve is
+    /// refunded to its creator, who could otherwise bait claimants with a slot nobody can rebuild.
+    forfeited: Amount,
 }
 
 fn ceil_div(a: u128, b: u128) -> u128 {
@@ -310,15 +384,53 @@ fn bps(amount: Amount, bps: u32) -> Amount {
 impl Escrow {
     /// The state at genesis: epoch 0 with `beacon`.
     pub fn new(params: Params, beacon: [u8; 32]) -> Self {
+        let chain = Self::chain_id(&params, &beacon);
         Self {
             params,
+            chain,
             epoch: 0,
             beacon,
             minted: 0,
             accounts: BTreeMap::new(),
             providers: BTreeMap::new(),
             deals: BTreeMap::new(),
+            objects: BTreeMap::new(),
+            forfeited: 0,
         }
+    }
+
+    /// The id of the chain whose genesis has these rules and this beacon.
+    pub fn chain_id(params: &Params, genesis_beacon: &[u8; 32]) -> ChainId {
+        let mut h = blake3::Hasher::new();
+        h.update(b"atlas/chain/v1\0");
+        h.update(&postcard::to_stdvec(params).expect("serializing to a Vec cannot fail"));
+        h.update(genesis_beacon);
+        *h.finalize().as_bytes()
+    }
+
+    /// This chain's id.
+    pub fn chain(&self) -> &ChainId {
+        &self.chain
+    }
+
+    /// Collateral forfeited by undelivered claims (held by nobody, counted in the supply).
+    pub fn forfeited(&self) -> Amount {
+        self.forfeited
+    }
+
+    /// Live deals of `object`.
+    pub fn deals_of_object(&self, object: &ObjectId) -> impl Iterator<Item = (&DealId, &Deal)> {
+        self.objects
+            .get(object)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.deals.get(id).map(|d| (id, d)))
+    }
+
+    /// Whether `provider` holds (or is assigned) a slot of `object` in any live deal.
+    pub fn holds_object(&self, provider: &PublicKey, object: &ObjectId) -> bool {
+        self.deals_of_object(object)
+            .any(|(_, d)| d.slots.iter().any(|s| s.holder == Some(*provider)))
     }
 
     pub fn params(&self) -> &Params {
@@ -367,7 +479,7 @@ impl Escrow {
             .values()
             .map(|d| d.escrow + d.reserve + d.slots.iter().map(|s| s.collateral).sum::<Amount>())
             .sum();
-        balances + pools + deals
+        balances + pools + deals + self.forfeited
     }
 
     /// The id a deal opened by `creator` with `nonce` gets.
@@ -387,6 +499,9 @@ impl Escrow {
 
     /// Executes one verified transaction, atomically.
     pub fn apply(&mut self, tx: &Tx) -> Result<(), EscrowError> {
+        if tx.chain != self.chain {
+            return Err(EscrowError::WrongChain);
+        }
         let want = self.account(&tx.signer).nonce;
         if tx.nonce != want {
             return Err(EscrowError::BadNonce {
@@ -454,6 +569,16 @@ impl Escrow {
                 if self.providers.contains_key(&signer) {
                     return Err(EscrowError::AlreadyProvider);
                 }
+                if *peer_id != signer.peer_id_bytes() {
+                    return Err(EscrowError::PeerIdMismatch);
+                }
+                check_addrs(addrs)?;
+                if *collateral < self.params.min_provider_collateral {
+                    return Err(EscrowError::BondTooSmall {
+                        have: *collateral,
+                        need: self.params.min_provider_collateral,
+                    });
+                }
                 self.debit(&signer, *collateral)?;
                 self.providers.insert(
                     signer,
@@ -477,6 +602,7 @@ impl Escrow {
                 if !self.providers.contains_key(&signer) {
                     return Err(EscrowError::NotProvider);
                 }
+                check_addrs(addrs)?;
                 self.debit(&signer, *add_collateral)?;
                 let p = self.providers.get_mut(&signer).expect("checked above");
                 p.addrs = addrs.clone();
@@ -503,7 +629,7 @@ impl Escrow {
             } => self.open_deal(tx, manifest, providers, *epochs, *max_price)?,
             TxBody::AcceptSlot { deal, slot } => {
                 let epoch = self.epoch;
-                let collateral_epochs = self.params.collateral_epochs as u128;
+                let slot_len = self.live_deal(deal)?.slot_len;
                 let s = self.slot(deal, *slot)?;
                 let SlotStatus::Pending { claimed, .. } = s.status else {
                     return Err(EscrowError::WrongSlotState(s.status));
@@ -515,7 +641,7 @@ impl Escrow {
                 let need = if claimed {
                     0
                 } else {
-                    s.price.saturating_mul(collateral_epochs)
+                    self.params.slot_collateral(s.price, slot_len)
                 };
                 self.lock_collateral(&signer, need)?;
                 let s = self.slot_mut(deal, *slot)?;
@@ -531,7 +657,6 @@ impl Escrow {
             } => self.submit_proof(&signer, deal, *slot, *epoch, proof)?,
             TxBody::ClaimSlot { deal, slot } => {
                 let epoch = self.epoch;
-                let collateral_epochs = self.params.collateral_epochs as u128;
                 let d = self.live_deal(deal)?;
                 let s = d
                     .slots
@@ -543,10 +668,12 @@ impl Escrow {
                 if d.slots.iter().any(|other| other.failed_by == Some(signer)) {
                     return Err(EscrowError::FailedThisSlot);
                 }
-                if d.slots.iter().any(|other| other.holder == Some(signer)) {
-                    return Err(EscrowError::DuplicateProvider);
+                // One slot of an object per provider, across every live deal of it: a provider
+                // never holds bytes that two deals of one object both count on.
+                if self.holds_object(&signer, &d.object) {
+                    return Err(EscrowError::HoldsObject);
                 }
-                let need = s.price.saturating_mul(collateral_epochs);
+                let need = self.params.slot_collateral(s.price, d.slot_len);
                 let slot_len = d.slot_len;
                 self.check_capacity(&signer, slot_len)?;
                 self.lock_collateral(&signer, need)?;
@@ -566,10 +693,13 @@ impl Escrow {
                 s.bounty_due = true;
             }
             TxBody::TopUp { deal, amount } => {
-                self.live_deal(deal)?;
+                let escrow = self
+                    .live_deal(deal)?
+                    .escrow
+                    .checked_add(*amount)
+                    .ok_or(EscrowError::Overflow)?;
                 self.debit(&signer, *amount)?;
-                let d = self.deals.get_mut(deal).expect("checked above");
-                d.escrow += amount;
+                self.deals.get_mut(deal).expect("checked above").escrow = escrow;
             }
             TxBody::Extend { deal, epochs } => {
                 let d = self.deals.get(deal).ok_or(EscrowError::UnknownDeal)?;
@@ -580,10 +710,15 @@ impl Escrow {
                     .price_per_epoch()
                     .checked_mul(*epochs as u128)
                     .ok_or(EscrowError::Overflow)?;
+                let end_epoch = d
+                    .end_epoch
+                    .checked_add(*epochs)
+                    .ok_or(EscrowError::Overflow)?;
+                let escrow = d.escrow.checked_add(cost).ok_or(EscrowError::Overflow)?;
                 self.debit(&signer, cost)?;
                 let d = self.deals.get_mut(deal).expect("checked above");
-                d.escrow += cost;
-                d.end_epoch = d.end_epoch.saturating_add(*epochs);
+                d.escrow = escrow;
+                d.end_epoch = end_epoch;
             }
             TxBody::CancelDeal { deal } => {
                 let epoch = self.epoch;
@@ -685,6 +820,15 @@ impl Escrow {
         if !providers.iter().all(|p| seen.insert(*p)) {
             return Err(EscrowError::DuplicateProvider);
         }
+        let object = verified.id();
+        if providers.iter().any(|p| self.holds_object(p, &object)) {
+            return Err(EscrowError::HoldsObject);
+        }
+        let end_epoch = self
+            .epoch
+            .checked_add(1)
+            .and_then(|e| e.checked_add(epochs))
+            .ok_or(EscrowError::Overflow)?;
         let slot_len = layout.slot_len();
         let mut prices = Vec::with_capacity(n);
         for p in providers {
@@ -704,7 +848,10 @@ impl Escrow {
         for p in providers {
             self.check_capacity(p, slot_len)?;
         }
-        let per_epoch: Amount = prices.iter().sum();
+        let per_epoch = prices
+            .iter()
+            .try_fold(0u128, |sum, p| sum.checked_add(*p))
+            .ok_or(EscrowError::Overflow)?;
         let escrow = per_epoch
             .checked_mul(epochs as u128)
             .ok_or(EscrowError::Overflow)?;
@@ -738,18 +885,20 @@ impl Escrow {
                 failed_by: None,
             })
             .collect::<Vec<_>>();
+        self.objects.entry(object).or_default().insert(id);
         self.deals.insert(
             id,
             Deal {
                 creator: tx.signer,
-                object: verified.id(),
+                object,
                 manifest: manifest.clone(),
                 slot_len,
                 slot_roots: verified.manifest().slot_roots.clone(),
                 start_epoch: self.epoch,
-                end_epoch: self.epoch + 1 + epochs,
+                end_epoch,
                 escrow,
                 reserve,
+                reserve_deposit: reserve,
                 slots,
                 ended: false,
             },
@@ -843,8 +992,10 @@ impl Escrow {
                                 amount,
                             });
                             if s.bounty_due {
-                                let bounty =
-                                    (s.price * params.bounty_epochs as u128).min(d.reserve);
+                                let bounty = s
+                                    .price
+                                    .saturating_mul(params.bounty_epochs as u128)
+                                    .min(d.reserve);
                                 d.reserve -= bounty;
                                 pay(&mut self.accounts, &holder, bounty);
                                 s.bounty_due = false;
@@ -893,8 +1044,9 @@ impl Escrow {
                     SlotStatus::Pending { deadline, claimed } if epoch >= deadline => {
                         let holder = s.holder.expect("pending slots have a holder");
                         if claimed {
-                            // A claimant that never delivered loses the collateral it locked.
-                            d.reserve += s.collateral;
+                            // A claimant that never delivered loses the collateral it locked,
+                            // to nobody (see `forfeited`).
+                            self.forfeited = self.forfeited.saturating_add(s.collateral);
                             s.collateral = 0;
                         }
                         released.push((holder, 0, d.slot_len));
@@ -915,7 +1067,17 @@ impl Escrow {
                             SlotStatus::Active { .. } | SlotStatus::Pending { .. }
                         )
                     {
-                        released.push((holder, s.collateral, d.slot_len));
+                        // A holder that is missing proofs when its notice runs out does not walk
+                        // away with the collateral of a slot it may have lost.
+                        let failing =
+                            matches!(s.status, SlotStatus::Active { misses } if misses > 0);
+                        if failing {
+                            d.reserve = d.reserve.saturating_add(s.collateral);
+                            s.failed_by = Some(holder);
+                            released.push((holder, 0, d.slot_len));
+                        } else {
+                            released.push((holder, s.collateral, d.slot_len));
+                        }
                         s.collateral = 0;
                         free(s);
                         events.push(Event::Freed {
@@ -935,13 +1097,21 @@ impl Escrow {
                     s.collateral = 0;
                     s.status = SlotStatus::Ended;
                 }
-                let refunded = d.escrow + d.reserve;
+                let kept = d.reserve.min(d.reserve_deposit);
+                self.forfeited = self.forfeited.saturating_add(d.reserve - kept);
+                let refunded = d.escrow + kept;
                 d.escrow = 0;
                 d.reserve = 0;
                 d.ended = true;
-                let creator = d.creator;
+                let (creator, object) = (d.creator, d.object);
                 pay(&mut self.accounts, &creator, refunded);
                 events.push(Event::DealEnded { deal: id, refunded });
+                if let Some(live) = self.objects.get_mut(&object) {
+                    live.remove(&id);
+                    if live.is_empty() {
+                        self.objects.remove(&object);
+                    }
+                }
             }
             for (holder, collateral, len) in released {
                 if let Some(p) = self.providers.get_mut(&holder) {

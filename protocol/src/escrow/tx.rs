@@ -1,7 +1,8 @@
 //! Ledger transactions and their signed envelope.
 //!
-//! A transaction is `Tx { signer, nonce, body }`, encoded canonically with postcard and signed in the
-//! `atlas/tx/v1` domain. The envelope keeps the exact signed bytes. The enum's variant order is part of
+//! A transaction is `Tx { chain, signer, nonce, body }`, encoded canonically with postcard and signed
+//! in the `atlas/tx/v1` domain. `chain` names the ledger it was signed for (its genesis), so a
+//! transaction signed for one chain is refused by every other. The envelope keeps the exact signed bytes. The enum's variant order is part of
 //! the wire format: new transactions are appended, retired ones stay as placeholders.
 
 use crate::challenge::StorageProof;
@@ -12,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 /// Token amounts, in integer base units.
 pub type Amount = u128;
+
+/// A chain's identity: BLAKE3 of its genesis (rules, sequencer, a random salt).
+pub type ChainId = [u8; 32];
 
 /// Largest encoded transaction accepted (a manifest of 256 slots plus a proof fit well under it).
 pub const MAX_TX_SIZE: usize = 64 * 1024;
@@ -93,6 +97,8 @@ impl TxBody {
 /// A transaction: who, in which order, does what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tx {
+    /// The chain this transaction is for: [`crate::escrow::Escrow::chain_id`] of its genesis.
+    pub chain: ChainId,
     pub signer: PublicKey,
     /// Must equal the signer's account nonce; replays are refused.
     pub nonce: u64,

@@ -1056,6 +1056,7 @@ fn prover_cpu(opts: &Opts) -> Result<(), String> {
         let ch = Challenge::derive(&[3; 32], deal, 0, 1, shape.chunks(), 16);
         let proof = store.prove(*k, &ch).map_err(|e| e.to_string())?;
         let signed = Tx {
+            chain: [0; 32],
             signer: key.public(),
             nonce: i as u64,
             body: TxBody::SubmitProof {
