@@ -232,6 +232,11 @@ impl Ledger {
         Ok(std::mem::take(&mut self.held))
     }
 
+    /// The chain's id.
+    pub fn chain_id(&self) -> atlas_protocol::escrow::ChainId {
+        *self.committed.chain()
+    }
+
     /// Height of the newest block.
     pub fn height(&self) -> Option<u64> {
         self.head.as_ref().map(|h| h.header.height)

@@ -51,9 +51,9 @@ fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only | --testnet-only]\n\
+            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only | --testnet-only | --ledger-only]\n\
              --network-only runs only the network and gateway sections, --testnet-only only the\n\
-             50-provider testnet\n\
+             50-provider testnet, --ledger-only only the ledger at 100,000 deals\n\
              env: ATLAS_BIN (the atlas binary), ATLAS_BENCH_DIR (scratch on the disk to measure), \
              ATLAS_BENCH_TMPFS (default /dev/shm)"
         );
@@ -101,6 +101,9 @@ fn run() -> Result<(), String> {
     }
     if args.iter().any(|a| a == "--testnet-only") {
         return testnet(&opts);
+    }
+    if args.iter().any(|a| a == "--ledger-only") {
+        return ledger(&opts);
     }
 
     // Peak memory of encoding a large (sparse, so quick to read) file.
@@ -308,6 +311,7 @@ fn run() -> Result<(), String> {
     prover_cpu(&opts)?;
     network(&opts, &input)?;
     testnet(&opts)?;
+    ledger(&opts)?;
     Ok(())
 }
 
@@ -1198,4 +1202,276 @@ fn log_seconds(line: &str) -> Option<f64> {
     let m: f64 = parts.next()?.parse().ok()?;
     let s: f64 = parts.next()?.parse().ok()?;
     Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Bytes this process has caused to be written to storage so far (`/proc/self/io`).
+fn write_bytes() -> u64 {
+    fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("write_bytes:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Feeds signed transactions to a real `Ledger` as its service loop would (queued, made durable,
+/// cut into blocks), with the nonces of every key kept here.
+struct LedgerDriver {
+    ledger: atlas_node::ledger::Ledger,
+    rt: tokio::runtime::Runtime,
+    chain: [u8; 32],
+    nonces: std::collections::HashMap<atlas_protocol::PublicKey, u64>,
+    queued: usize,
+    request: u64,
+}
+
+impl LedgerDriver {
+    fn send(
+        &mut self,
+        key: &atlas_protocol::Keypair,
+        body: atlas_protocol::escrow::TxBody,
+    ) -> Result<(), String> {
+        use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
+        let nonce = self.nonces.entry(key.public()).or_insert(0);
+        let kind = body.kind();
+        let signed = atlas_protocol::escrow::Tx {
+            chain: self.chain,
+            signer: key.public(),
+            nonce: *nonce,
+            body,
+        }
+        .sign(key)
+        .map_err(|e| e.to_string())?;
+        *nonce += 1;
+        self.request += 1;
+        match self
+            .ledger
+            .handle(self.request, LedgerRequest::Enqueue(signed))
+            .map_err(|e| e.to_string())?
+        {
+            None => {}
+            Some(LedgerResponse::Rejected(r)) => return Err(format!("{kind} refused: {r}")),
+            Some(other) => return Err(format!("{kind}: {other:?}")),
+        }
+        self.queued += 1;
+        if self.queued >= 10_000 {
+            self.cut()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the queue durable and cuts a block; returns its wall time and bytes written.
+    fn cut(&mut self) -> Result<(f64, u64), String> {
+        let written = write_bytes();
+        let start = Instant::now();
+        let ledger = &mut self.ledger;
+        self.rt.block_on(async {
+            ledger.sync_mempool().await.map_err(|e| format!("{e:#}"))?;
+            ledger.cut_block().await.map_err(|e| format!("{e:#}"))
+        })?;
+        self.queued = 0;
+        Ok((start.elapsed().as_secs_f64(), write_bytes() - written))
+    }
+}
+
+/// The ledger at scale: 1,000 providers and 100,000 live deals (600,000 slots) built through the
+/// real ledger code, then the cost of a block of 1,000 transactions, of the block that settles an
+/// epoch, what each writes, and the ledger's memory.
+fn ledger(opts: &Opts) -> Result<(), String> {
+    use atlas_protocol::escrow::{Escrow, TxBody};
+    use atlas_protocol::layout::ENCODING_RS_GF8_V1;
+    use atlas_protocol::manifest::{Manifest, MANIFEST_VERSION};
+    use atlas_protocol::Keypair;
+    const PROVIDERS: usize = 1_000;
+    const DEALS: usize = 100_000;
+    const CREATORS: usize = 1_000;
+    const EPOCH_BLOCKS: u64 = 200;
+    println!("\nLedger at scale ({PROVIDERS} providers, {DEALS} live deals of 6 slots)");
+    let dir = opts.dir.join("ledger-bench");
+    let _ = fs::remove_dir_all(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let key = |tag: u8, i: usize| {
+        let mut secret = [tag; 32];
+        secret[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        Keypair::from_secret(secret)
+    };
+    let ledger = atlas_node::ledger::Ledger::open(
+        &dir,
+        key(1, 0),
+        atlas_node::ledger::ChainConfig {
+            block_time: Duration::from_millis(500),
+            epoch_blocks: EPOCH_BLOCKS,
+            faucet: true,
+        },
+        &mut registry,
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let chain = ledger.chain_id();
+    let mut d = LedgerDriver {
+        ledger,
+        rt,
+        chain,
+        nonces: Default::default(),
+        queued: 0,
+        request: 0,
+    };
+    let build = Instant::now();
+    let providers: Vec<Keypair> = (0..PROVIDERS).map(|i| key(2, i)).collect();
+    for p in &providers {
+        d.send(p, TxBody::Faucet { amount: 10_000_000 })?;
+        d.send(
+            p,
+            TxBody::RegisterProvider {
+                peer_id: p.public().peer_id_bytes(),
+                addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+                capacity: 1 << 40,
+                price: 1000,
+                collateral: 1_000_000,
+            },
+        )?;
+    }
+    let creators: Vec<Keypair> = (0..CREATORS).map(|i| key(3, i)).collect();
+    for c in &creators {
+        d.send(
+            c,
+            TxBody::Faucet {
+                amount: 100_000_000,
+            },
+        )?;
+    }
+    d.cut()?;
+    let layout = Layout::new(4, 2, 64 * 1024, 200_000).map_err(|e| e.to_string())?;
+    for i in 0..DEALS {
+        let creator = &creators[i % CREATORS];
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            encoding: ENCODING_RS_GF8_V1.into(),
+            name: format!("video-{i}.mp4"),
+            media_type: "video/mp4".into(),
+            size: layout.size(),
+            file_hash: *blake3::hash(&(i as u64).to_be_bytes()).as_bytes(),
+            data_shards: 4,
+            parity_shards: 2,
+            shard_size: 64 * 1024,
+            stripes: layout.stripes(),
+            slot_roots: (0..6u8)
+                .map(|j| *blake3::hash(&[&(i as u64).to_be_bytes()[..], &[j]].concat()).as_bytes())
+                .collect(),
+            creator: creator.public(),
+            created_at: 0,
+        }
+        .sign(creator)
+        .map_err(|e| e.to_string())?;
+        let holders: Vec<&Keypair> = (0..6)
+            .map(|j| &providers[(i * 6 + j) % PROVIDERS])
+            .collect();
+        let nonce = d.nonces.get(&creator.public()).copied().unwrap_or(0);
+        d.send(
+            creator,
+            TxBody::OpenDeal {
+                manifest: manifest.signed().clone(),
+                providers: holders.iter().map(|k| k.public()).collect(),
+                epochs: 1_000,
+                max_price: 1000,
+            },
+        )?;
+        let deal = Escrow::deal_id(&creator.public(), nonce);
+        for (j, h) in holders.iter().enumerate() {
+            d.send(
+                h,
+                TxBody::AcceptSlot {
+                    deal,
+                    slot: j as u16,
+                },
+            )?;
+        }
+    }
+    d.cut()?;
+    let built = build.elapsed().as_secs_f64();
+    println!(
+        "{:<46} {:>8.0}s",
+        "  building it (through the ledger)", built
+    );
+
+    // Blocks of 1,000 transfers, away from an epoch boundary.
+    let mut times = Vec::new();
+    let mut written = Vec::new();
+    for round in 0..5 {
+        for i in 0..1_000 {
+            let from = &creators[(round * 1_000 + i) % CREATORS];
+            d.send(
+                from,
+                TxBody::Transfer {
+                    to: providers[i % PROVIDERS].public(),
+                    amount: 1,
+                },
+            )?;
+        }
+        let (t, w) = d.cut()?;
+        times.push(t);
+        written.push(w as f64);
+    }
+    let (empty_t, empty_w) = d.cut()?;
+    // Empty blocks up to the one whose cut settles the epoch (every slot of every deal).
+    let mut boundary = (0.0, 0);
+    for _ in 0..EPOCH_BLOCKS {
+        let next = d.ledger.height().map_or(0, |h| h + 1);
+        let settles = (next + 1).is_multiple_of(EPOCH_BLOCKS);
+        let cut = d.cut()?;
+        if settles {
+            boundary = cut;
+            break;
+        }
+    }
+    let rss = self_rss_kib() as f64 / 1024.0;
+    println!(
+        "{:<46} {:>8.0}ms {:>10}",
+        "  block of 1,000 transfers, median of 5",
+        median(&mut times) * 1e3,
+        "< 100 ms"
+    );
+    println!(
+        "{:<46} {:>8.1}M {:>10}",
+        "  written per block of 1,000, median",
+        median(&mut written) / MIB as f64,
+        "~ txs"
+    );
+    println!(
+        "{:<46} {:>8.0}ms {:>8.1}M",
+        "  empty block: time, written",
+        empty_t * 1e3,
+        empty_w as f64 / MIB as f64
+    );
+    println!(
+        "{:<46} {:>8.0}ms {:>10}",
+        "  block that settles an epoch (600,000 slots)",
+        boundary.0 * 1e3,
+        "< 1 s"
+    );
+    println!(
+        "{:<46} {:>8.1}M",
+        "  written by the epoch block",
+        boundary.1 as f64 / MIB as f64
+    );
+    println!(
+        "{:<46} {:>8.0}M {:>10}",
+        "  ledger RSS (this process)", rss, "< 1 GiB"
+    );
+    drop(d);
+    let _ = fs::remove_dir_all(&dir);
+    Ok(())
 }
