@@ -1,10 +1,12 @@
 //! The ledger service (`atlas ledger run`): the devnet sequencer that hosts the escrow rules.
 //!
 //! It validates each submitted transaction against the state the next block will have and orders the
-//! accepted ones into a block every `block_time`; every `epoch_blocks` blocks it settles an epoch. A
-//! block and the state after it are persisted in one synced RocksDB batch before anyone is told their
-//! transaction is in it, so an acknowledged transaction survives a crash and a restart resumes at
-//! the same height with the same state. Headers are signed and published on gossipsub.
+//! accepted ones into a block every `block_time`; every `epoch_blocks` blocks it settles an epoch.
+//! It keeps one state, changed in place; a block writes only the state records it changed, with the
+//! block, in one synced RocksDB batch before anyone is told their transaction is in it. Accepted
+//! transactions are written to a durable mempool before `Enqueue` is answered, so an acknowledged
+//! transaction survives a crash, and a restart resumes at the same height with the same state and
+//! queue. Headers are signed and published on gossipsub.
 
 use crate::net::{NetEvent, NetHandle};
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -81,12 +83,12 @@ pub struct Ledger {
     key: Keypair,
     store: Arc<LedgerStore>,
     config: ChainConfig,
-    /// State after the newest block.
-    committed: Escrow,
     /// Newest block's height and header.
     head: Option<SignedHeader>,
-    /// `committed`, advanced to the next block's epoch, plus the accepted pending transactions.
-    pending: Escrow,
+    /// The state the next block will have so far: the newest block's, advanced to the next
+    /// block's epoch, with the accepted transactions applied. One state, changed in place: a
+    /// block hashes and writes only the records it changed, and nothing is cloned.
+    state: Escrow,
     /// Accepted transactions for the next block, with their acceptance sequence numbers.
     pending_txs: Vec<(u64, atlas_protocol::escrow::SignedTx)>,
     /// Accepted transactions not yet written to the durable mempool.
@@ -94,6 +96,8 @@ pub struct Ledger {
     /// `Enqueue` answers held until their transactions are durable.
     held: Vec<(u64, LedgerResponse)>,
     next_seq: u64,
+    /// The state has settled an epoch that no block holds yet.
+    settled_unblocked: bool,
     /// Requests to answer once the next block is persisted: (request id, tx id).
     waiting: Vec<(u64, [u8; 32])>,
     metrics: LedgerMetrics,
@@ -142,7 +146,7 @@ impl Ledger {
                 salt
             }
         };
-        let (committed, head) = match store.resume()? {
+        let (state, head) = match store.resume()? {
             Some(resume) => {
                 let block = store
                     .block(resume.height)?
@@ -166,13 +170,13 @@ impl Ledger {
             key,
             store,
             config,
-            pending: committed.clone(),
-            committed,
+            state,
             head,
             pending_txs: Vec::new(),
             unsynced: Vec::new(),
             held: Vec::new(),
             next_seq: 0,
+            settled_unblocked: false,
             waiting: Vec::new(),
             metrics: LedgerMetrics::register(registry),
         };
@@ -192,7 +196,7 @@ impl Ledger {
             let result = signed
                 .verify()
                 .map_err(|e| e.to_string())
-                .and_then(|tx| self.pending.apply(&tx).map_err(|e| e.to_string()));
+                .and_then(|tx| self.state.apply(&tx).map_err(|e| e.to_string()));
             match result {
                 Ok(()) => self.pending_txs.push((seq, signed)),
                 Err(reason) => {
@@ -211,6 +215,13 @@ impl Ledger {
             self.store.drop_from_mempool(&dropped)?;
         }
         Ok(())
+    }
+
+    /// Whether the state holds an epoch settlement that no block holds yet. The service cuts the
+    /// block that opens the epoch at once, so what queries show (answered from the state) is
+    /// never more than one block ahead of the chain, and only by transactions already durable.
+    pub fn settlement_pending(&self) -> bool {
+        self.settled_unblocked
     }
 
     /// Whether accepted transactions still wait to be made durable.
@@ -234,7 +245,7 @@ impl Ledger {
 
     /// The chain's id.
     pub fn chain_id(&self) -> atlas_protocol::escrow::ChainId {
-        *self.committed.chain()
+        *self.state.chain()
     }
 
     /// Height of the newest block.
@@ -250,15 +261,15 @@ impl Ledger {
         self.head.as_ref().map_or([0; 32], |h| h.header.hash())
     }
 
-    /// Rebuilds the pending state for the next block: settles an epoch if it opens one.
+    /// Readies the state for the next block: settles an epoch if the next block opens one.
     fn prepare_next(&mut self) {
-        self.pending = self.committed.clone();
         let next = self.next_height();
         if next > 0 && next.is_multiple_of(self.config.epoch_blocks) {
-            let events = self.pending.advance_epoch(self.head_hash());
+            let events = self.state.advance_epoch(self.head_hash());
+            self.settled_unblocked = true;
             self.record_events(&events);
         }
-        self.metrics.epoch.set(self.pending.epoch() as i64);
+        self.metrics.epoch.set(self.state.epoch() as i64);
     }
 
     fn record_events(&self, events: &[Event]) {
@@ -297,21 +308,24 @@ impl Ledger {
     fn status(&self) -> ChainStatus {
         ChainStatus {
             height: self.height().unwrap_or(0),
-            epoch: self.committed.epoch(),
-            beacon: *self.committed.beacon(),
+            // The epoch and beacon the next block is in: what a proof submitted now must answer.
+            epoch: self.state.epoch(),
+            beacon: *self.state.beacon(),
             epoch_blocks: self.config.epoch_blocks,
             block_time_ms: self.config.block_time.as_millis() as u64,
-            params: self.committed.params().clone(),
+            params: self.state.params().clone(),
             head: self.head.clone(),
             sequencer: self.key.public(),
-            chain: *self.committed.chain(),
+            chain: *self.state.chain(),
             genesis_beacon: self.genesis_beacon,
         }
     }
 
     /// Answers a request now, or returns `None` if it waits for the next block.
     pub fn handle(&mut self, id: u64, request: LedgerRequest) -> Result<Option<LedgerResponse>> {
-        let s = &self.committed;
+        // Everything answers from the state the next block will have, so what a submitter was
+        // told is accepted shows at once (its nonce, a deal it opened).
+        let s = &self.state;
         Ok(Some(match request {
             LedgerRequest::Submit(signed) => match self.accept(signed) {
                 Ok(tx_id) => {
@@ -331,7 +345,7 @@ impl Ledger {
             },
             LedgerRequest::Status => LedgerResponse::Status(Box::new(self.status())),
             // The latest accepted view, so a submitter's next nonce counts queued transactions.
-            LedgerRequest::Account(key) => LedgerResponse::Account(self.pending.account(&key)),
+            LedgerRequest::Account(key) => LedgerResponse::Account(s.account(&key)),
             LedgerRequest::Provider(key) => LedgerResponse::Provider(s.provider(&key).cloned()),
             LedgerRequest::Deal(id) => LedgerResponse::Deal(s.deal(&id).cloned()),
             LedgerRequest::Block(height) => LedgerResponse::Block(self.store.block(height)?),
@@ -395,7 +409,7 @@ impl Ledger {
         if self.pending_txs.len() >= MAX_PENDING_TXS {
             return Err("the ledger is busy; retry after the next block".into());
         }
-        let result = self.pending.apply(&tx);
+        let result = self.state.apply(&tx);
         let label = if result.is_ok() {
             "accepted"
         } else {
@@ -425,14 +439,16 @@ impl Ledger {
             .map_or(0, |d| d.as_millis() as u64);
         let (included, txs): (Vec<u64>, Vec<_>) =
             std::mem::take(&mut self.pending_txs).into_iter().unzip();
+        let (state_root, changes) = self.state.take_changes();
+        self.settled_unblocked = false;
         let header = BlockHeader {
-            chain: *self.committed.chain(),
+            chain: *self.state.chain(),
             height,
-            epoch: self.pending.epoch(),
+            epoch: self.state.epoch(),
             prev: self.head_hash(),
             time_ms,
             txs_root: chain::txs_root(&txs),
-            state_root: self.pending.state_root(),
+            state_root,
             sequencer: self.key.public(),
         }
         .sign(&self.key);
@@ -440,14 +456,11 @@ impl Ledger {
             header: header.clone(),
             txs,
         };
-        let state = self.pending.clone();
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&block, &state, &included))
+        tokio::task::spawn_blocking(move || store.commit(&block, &changes, &included))
             .await
             .context("the block writer panicked")?
             .context("persisting a block")?;
-        self.committed =
-            std::mem::replace(&mut self.pending, Escrow::new(Params::default(), [0; 32]));
         self.head = Some(header.clone());
         self.metrics.height.set(height as i64);
         // The block holds every accepted transaction, so held `Enqueue` answers are due too.
@@ -541,11 +554,16 @@ pub async fn run(
                 None => break,
             },
             _ = tick.tick() => {
-                let (header, answers) = ledger.cut_block().await?;
-                for (id, answer) in answers {
-                    net.respond(id, answer).await?;
+                loop {
+                    let (header, answers) = ledger.cut_block().await?;
+                    for (id, answer) in answers {
+                        net.respond(id, answer).await?;
+                    }
+                    net.publish_header(&header).await?;
+                    if !ledger.settlement_pending() {
+                        break;
+                    }
                 }
-                net.publish_header(&header).await?;
             }
         }
     }

@@ -25,6 +25,28 @@ struct World {
     /// Accepted proofs: (deal, slot, holder, epoch).
     proofs: BTreeSet<(DealId, u16, PublicKey, u64)>,
     applied: Vec<SignedTx>,
+    /// What a store fed only with `take_changes` holds.
+    stored: Stored,
+}
+
+#[derive(Default)]
+struct Stored {
+    accounts: BTreeMap<PublicKey, atlas_protocol::escrow::Account>,
+    providers: BTreeMap<PublicKey, atlas_protocol::escrow::Provider>,
+    deals: BTreeMap<DealId, atlas_protocol::escrow::Deal>,
+}
+
+fn apply_changes<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Option<V>)>) {
+    for (k, v) in changes {
+        match v {
+            Some(v) => {
+                map.insert(k, v);
+            }
+            None => {
+                map.remove(&k);
+            }
+        }
+    }
 }
 
 impl World {
@@ -44,6 +66,7 @@ impl World {
             deposited: BTreeMap::new(),
             proofs: BTreeSet::new(),
             applied: Vec::new(),
+            stored: Stored::default(),
         }
     }
 
@@ -146,6 +169,26 @@ impl World {
         )
         .expect("builds");
         Some((id, proof))
+    }
+
+    /// A store that was handed only each step's changed records holds exactly the state, and the
+    /// root kept up to date record by record is the root of those records hashed from scratch.
+    fn check_store_replica(&mut self) {
+        let (root, changes) = self.escrow.take_changes();
+        apply_changes(&mut self.stored.accounts, changes.accounts);
+        apply_changes(&mut self.stored.providers, changes.providers);
+        apply_changes(&mut self.stored.deals, changes.deals);
+        let mut rebuilt = Escrow::from_parts(
+            changes.meta,
+            self.stored.accounts.clone(),
+            self.stored.providers.clone(),
+            self.stored.deals.clone(),
+        );
+        assert!(
+            rebuilt == self.escrow,
+            "a change was not handed to the store"
+        );
+        assert_eq!(rebuilt.state_root(), root, "the incremental root drifted");
     }
 
     fn check_invariants(&self, events: &[Event]) {
@@ -452,6 +495,7 @@ fn run(w: &mut World, op: Op) {
         }
     }
     w.check_invariants(&events);
+    w.check_store_replica();
 }
 
 proptest! {

@@ -1,18 +1,26 @@
-//! The ledger's persistence: blocks by height and the escrow state after the newest block, written
-//! together in one synced RocksDB batch so a restart resumes at the same height with the same state.
+//! The ledger's persistence: blocks by height, the escrow state after the newest block as one
+//! record per account, provider and deal (a block writes only the records it changed, together
+//! with the block, in one synced RocksDB batch, so a restart resumes at the same height with the
+//! same state), and the durable mempool of accepted transactions not yet in a block.
 
 use atlas_protocol::chain::Block;
-use atlas_protocol::escrow::Escrow;
+use atlas_protocol::escrow::state::{Changes, Meta};
 use atlas_protocol::escrow::SignedTx;
+use atlas_protocol::escrow::{Account, Deal, Escrow, Provider};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const CF_BLOCKS: &str = "blocks";
 const CF_META: &str = "meta";
 /// Accepted transactions not yet in a block, by acceptance order (big-endian sequence number).
 const CF_MEMPOOL: &str = "mempool";
-const STATE_KEY: &[u8] = b"state";
+/// Where the whole state was one record, before per-record state: such a database is refused.
+const OLD_STATE_KEY: &[u8] = b"state";
+const HEAD_KEY: &[u8] = b"head";
+/// The escrow state, one record per account, provider and deal.
+const CF_STATE: &str = "state";
 const GENESIS_KEY: &[u8] = b"genesis";
 
 /// Settings fixed when the chain starts.
@@ -38,14 +46,28 @@ fn db_err(e: rocksdb::Error) -> LedgerStoreError {
     LedgerStoreError::Db(e.into_string())
 }
 
-/// The state record: the escrow after block `height`, and that block's header hash.
+/// The newest block's height and header hash, written with every block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum HeadRecord {
+    V1 { height: u64, head_hash: [u8; 32] },
+}
+
+/// One record of the escrow state, in `CF_STATE` under `m` (the scalar part), or a kind byte
+/// (`a` account, `p` provider, `d` deal) and the record's 32-byte key. A block writes only the
+/// records it changed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum StateRecord {
-    V1 {
-        height: u64,
-        head_hash: [u8; 32],
-        escrow: Escrow,
-    },
+    MetaV1(Meta),
+    AccountV1(Account),
+    ProviderV1(Provider),
+    DealV1(Deal),
+}
+
+fn state_key(kind: u8, key: &[u8; 32]) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = kind;
+    k[1..].copy_from_slice(key);
+    k
 }
 
 /// A queued transaction as persisted.
@@ -75,7 +97,7 @@ impl LedgerStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::None);
-        let cfs = [CF_BLOCKS, CF_META, CF_MEMPOOL]
+        let cfs = [CF_BLOCKS, CF_META, CF_MEMPOOL, CF_STATE]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(db_err)?;
         Ok(Self { db })
@@ -115,27 +137,54 @@ impl LedgerStore {
 
     /// The state to resume from, if any block was ever persisted.
     pub fn resume(&self) -> Result<Option<Resume>, LedgerStoreError> {
-        let Some(bytes) = self
+        if self
             .db
-            .get_cf(self.cf(CF_META), STATE_KEY)
+            .get_cf(self.cf(CF_META), OLD_STATE_KEY)
             .map_err(db_err)?
-        else {
+            .is_some()
+        {
+            return Err(LedgerStoreError::Corrupt(
+                "a ledger database written by an older version cannot be resumed; start the chain in an empty directory".into(),
+            ));
+        }
+        let Some(bytes) = self.db.get_cf(self.cf(CF_META), HEAD_KEY).map_err(db_err)? else {
             return Ok(None);
         };
-        let StateRecord::V1 {
-            height,
-            head_hash,
-            escrow,
-        } = postcard::from_bytes(&bytes)
-            .map_err(|e| {
-            LedgerStoreError::Corrupt(format!(
-                "state: {e} (a ledger database written by an older version cannot be resumed; start the chain in an empty directory)"
-            ))
-        })?;
+        let HeadRecord::V1 { height, head_hash } = postcard::from_bytes(&bytes)
+            .map_err(|e| LedgerStoreError::Corrupt(format!("head: {e}")))?;
+        let mut meta = None;
+        let (mut accounts, mut providers, mut deals) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_STATE), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(db_err)?;
+            let record: StateRecord = postcard::from_bytes(&v)
+                .map_err(|e| LedgerStoreError::Corrupt(format!("state record: {e}")))?;
+            let key = || -> Result<[u8; 32], LedgerStoreError> {
+                k.get(1..33)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| LedgerStoreError::Corrupt("state key".into()))
+            };
+            match record {
+                StateRecord::MetaV1(m) => meta = Some(m),
+                StateRecord::AccountV1(a) => {
+                    accounts.insert(atlas_protocol::PublicKey(key()?), a);
+                }
+                StateRecord::ProviderV1(p) => {
+                    providers.insert(atlas_protocol::PublicKey(key()?), p);
+                }
+                StateRecord::DealV1(d) => {
+                    deals.insert(atlas_protocol::DealId(key()?), d);
+                }
+            }
+        }
+        let meta = meta.ok_or_else(|| LedgerStoreError::Corrupt("no state meta record".into()))?;
         Ok(Some(Resume {
             height,
             head_hash,
-            escrow,
+            escrow: Escrow::from_parts(meta, accounts, providers, deals),
         }))
     }
 
@@ -186,12 +235,13 @@ impl LedgerStore {
         self.db.write_opt(batch, &w).map_err(db_err)
     }
 
-    /// Persists a block and the state after it, atomically and durably, and removes the mempool
-    /// entries `included` (the sequence numbers of the block's transactions) in the same batch.
+    /// Persists a block and the state records it changed, atomically and durably, and removes
+    /// the mempool entries `included` (the sequence numbers of the block's transactions) in the
+    /// same batch. What is written is proportional to what the block changed.
     pub fn commit(
         &self,
         block: &Block,
-        escrow: &Escrow,
+        changes: &Changes,
         included: &[u64],
     ) -> Result<(), LedgerStoreError> {
         let header = &block.header.header;
@@ -204,15 +254,39 @@ impl LedgerStore {
             header.height.to_be_bytes(),
             postcard::to_stdvec(block).expect("serializing to a Vec cannot fail"),
         );
-        let rec = StateRecord::V1 {
+        let state = self.cf(CF_STATE);
+        let enc =
+            |r: &StateRecord| postcard::to_stdvec(r).expect("serializing to a Vec cannot fail");
+        batch.put_cf(state, b"m", enc(&StateRecord::MetaV1(changes.meta.clone())));
+        for (k, v) in &changes.accounts {
+            let key = state_key(b'a', &k.0);
+            match v {
+                Some(a) => batch.put_cf(state, key, enc(&StateRecord::AccountV1(a.clone()))),
+                None => batch.delete_cf(state, key),
+            }
+        }
+        for (k, v) in &changes.providers {
+            let key = state_key(b'p', &k.0);
+            match v {
+                Some(p) => batch.put_cf(state, key, enc(&StateRecord::ProviderV1(p.clone()))),
+                None => batch.delete_cf(state, key),
+            }
+        }
+        for (k, v) in &changes.deals {
+            let key = state_key(b'd', &k.0);
+            match v {
+                Some(d) => batch.put_cf(state, key, enc(&StateRecord::DealV1(d.clone()))),
+                None => batch.delete_cf(state, key),
+            }
+        }
+        let head = HeadRecord::V1 {
             height: header.height,
             head_hash: header.hash(),
-            escrow: escrow.clone(),
         };
         batch.put_cf(
             self.cf(CF_META),
-            STATE_KEY,
-            postcard::to_stdvec(&rec).expect("serializing to a Vec cannot fail"),
+            HEAD_KEY,
+            postcard::to_stdvec(&head).expect("serializing to a Vec cannot fail"),
         );
         let mut w = WriteOptions::default();
         w.set_sync(true);

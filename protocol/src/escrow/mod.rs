@@ -10,6 +10,7 @@
 //! provider's collateral pool, a slot's locked collateral, a deal's escrow and a deal's repair reserve.
 //! [`Escrow::total_supply`] adds all of them up; it always equals [`Escrow::minted`].
 
+pub mod state;
 pub mod tx;
 
 use crate::challenge::{Challenge, StorageProof};
@@ -18,6 +19,7 @@ use crate::manifest::SignedManifest;
 use crate::sign::PublicKey;
 use crate::tree::TreeShape;
 use serde::{Deserialize, Serialize};
+use state::Tracked;
 use std::collections::BTreeMap;
 pub use tx::{Amount, ChainId, SignedTx, Tx, TxBody, TxError};
 
@@ -355,7 +357,10 @@ fn check_addrs(addrs: &[String]) -> Result<(), EscrowError> {
 }
 
 /// The whole settlement state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its records (accounts, providers, deals) are [`state::Tracked`], so [`Escrow::take_changes`]
+/// hands a store only what changed and the state root is recomputed only for changed buckets.
+#[derive(Debug, Clone)]
 pub struct Escrow {
     params: Params,
     /// Which chain this is: what every transaction must name.
@@ -363,15 +368,29 @@ pub struct Escrow {
     epoch: u64,
     beacon: [u8; 32],
     minted: Amount,
-    accounts: BTreeMap<PublicKey, Account>,
-    providers: BTreeMap<PublicKey, Provider>,
-    deals: BTreeMap<DealId, Deal>,
+    accounts: Tracked<PublicKey, Account>,
+    providers: Tracked<PublicKey, Provider>,
+    deals: Tracked<DealId, Deal>,
     /// The live deals of each object, for rules that hold per object rather than per deal.
+    /// Derived from `deals` (rebuilt on load), so not part of the state root.
     objects: BTreeMap<ObjectId, std::collections::BTreeSet<DealId>>,
     /// Collateral forfeited by claims never delivered. It goes to nobody: a deal's reserve is
     /// refunded to its creator, who could otherwise bait claimants with a slot nobody can rebuild.
     forfeited: Amount,
+    /// Leaf and bucket hashes behind the state root; a cache, not state.
+    commitment: state::Commitment,
 }
+
+impl PartialEq for Escrow {
+    fn eq(&self, other: &Self) -> bool {
+        self.meta() == other.meta()
+            && self.accounts == other.accounts
+            && self.providers == other.providers
+            && self.deals == other.deals
+    }
+}
+
+impl Eq for Escrow {}
 
 fn ceil_div(a: u128, b: u128) -> u128 {
     a.div_ceil(b)
@@ -391,12 +410,87 @@ impl Escrow {
             epoch: 0,
             beacon,
             minted: 0,
-            accounts: BTreeMap::new(),
-            providers: BTreeMap::new(),
-            deals: BTreeMap::new(),
+            accounts: Tracked::default(),
+            providers: Tracked::default(),
+            deals: Tracked::default(),
             objects: BTreeMap::new(),
             forfeited: 0,
+            commitment: state::Commitment::default(),
         }
+    }
+
+    /// A state loaded from a store's records.
+    pub fn from_parts(
+        meta: state::Meta,
+        accounts: BTreeMap<PublicKey, Account>,
+        providers: BTreeMap<PublicKey, Provider>,
+        deals: BTreeMap<DealId, Deal>,
+    ) -> Self {
+        let mut objects: BTreeMap<ObjectId, std::collections::BTreeSet<DealId>> = BTreeMap::new();
+        for (id, d) in deals.iter().filter(|(_, d)| !d.ended) {
+            objects.entry(d.object).or_default().insert(*id);
+        }
+        Self {
+            params: meta.params,
+            chain: meta.chain,
+            epoch: meta.epoch,
+            beacon: meta.beacon,
+            minted: meta.minted,
+            accounts: Tracked::from_map(accounts),
+            providers: Tracked::from_map(providers),
+            deals: Tracked::from_map(deals),
+            objects,
+            forfeited: meta.forfeited,
+            commitment: state::Commitment::default(),
+        }
+    }
+
+    /// The state's scalar part.
+    pub fn meta(&self) -> state::Meta {
+        state::Meta {
+            params: self.params.clone(),
+            chain: self.chain,
+            epoch: self.epoch,
+            beacon: self.beacon,
+            minted: self.minted,
+            forfeited: self.forfeited,
+        }
+    }
+
+    /// The state root after everything applied so far, and the records changed since the last
+    /// call (what a store must write). The first call after [`Escrow::new`] or
+    /// [`Escrow::from_parts`] hashes every record once; after that only what changed.
+    pub fn take_changes(&mut self) -> ([u8; 32], state::Changes) {
+        let (a, p, d) = (
+            self.accounts.take_dirty(),
+            self.providers.take_dirty(),
+            self.deals.take_dirty(),
+        );
+        self.commitment
+            .accounts
+            .update(b'a', self.accounts.map(), &a);
+        self.commitment
+            .providers
+            .update(b'p', self.providers.map(), &p);
+        self.commitment.deals.update(b'd', self.deals.map(), &d);
+        let meta = self.meta();
+        let root = self.commitment.root(&meta);
+        let changes = state::Changes {
+            accounts: a
+                .into_iter()
+                .map(|k| (k, self.accounts.get(&k).cloned()))
+                .collect(),
+            providers: p
+                .into_iter()
+                .map(|k| (k, self.providers.get(&k).cloned()))
+                .collect(),
+            deals: d
+                .into_iter()
+                .map(|k| (k, self.deals.get(&k).cloned()))
+                .collect(),
+            meta,
+        };
+        (root, changes)
     }
 
     /// The id of the chain whose genesis has these rules and this beacon.
@@ -449,33 +543,33 @@ impl Escrow {
         self.accounts.get(key).cloned().unwrap_or_default()
     }
     pub fn accounts(&self) -> &BTreeMap<PublicKey, Account> {
-        &self.accounts
+        self.accounts.map()
     }
     pub fn provider(&self, key: &PublicKey) -> Option<&Provider> {
         self.providers.get(key)
     }
     pub fn providers(&self) -> &BTreeMap<PublicKey, Provider> {
-        &self.providers
+        self.providers.map()
     }
     pub fn deal(&self, id: &DealId) -> Option<&Deal> {
         self.deals.get(id)
     }
     pub fn deals(&self) -> &BTreeMap<DealId, Deal> {
-        &self.deals
+        self.deals.map()
     }
 
-    /// BLAKE3 of the state's canonical encoding: what block headers commit to.
-    pub fn state_root(&self) -> [u8; 32] {
-        *blake3::hash(&postcard::to_stdvec(self).expect("serializing to a Vec cannot fail"))
-            .as_bytes()
+    /// The state root block headers commit to (see [`state`]); forgets which records changed.
+    pub fn state_root(&mut self) -> [u8; 32] {
+        self.take_changes().0
     }
 
     /// Every token in existence, wherever it sits. Equals [`Escrow::minted`].
     pub fn total_supply(&self) -> Amount {
-        let balances: Amount = self.accounts.values().map(|a| a.balance).sum();
-        let pools: Amount = self.providers.values().map(|p| p.collateral).sum();
+        let balances: Amount = self.accounts.map().values().map(|a| a.balance).sum();
+        let pools: Amount = self.providers.map().values().map(|p| p.collateral).sum();
         let deals: Amount = self
             .deals
+            .map()
             .values()
             .map(|d| d.escrow + d.reserve + d.slots.iter().map(|s| s.collateral).sum::<Amount>())
             .sum();
@@ -512,7 +606,7 @@ impl Escrow {
         // Every rule checks everything before it changes anything, so a refused transaction leaves
         // no trace (the property tests compare the state before and after each refusal).
         self.execute(tx)?;
-        self.accounts.entry(tx.signer).or_default().nonce += 1;
+        self.accounts.get_or_default(tx.signer).nonce += 1;
         Ok(())
     }
 
@@ -537,7 +631,7 @@ impl Escrow {
     }
 
     fn credit(&mut self, who: &PublicKey, amount: Amount) {
-        let acct = self.accounts.entry(*who).or_default();
+        let acct = self.accounts.get_or_default(*who);
         acct.balance = acct.balance.saturating_add(amount);
     }
 
@@ -960,6 +1054,7 @@ impl Escrow {
         // Providers whose exit notice has run out hand their slots over now.
         let leaving: Vec<PublicKey> = self
             .providers
+            .map()
             .iter()
             .filter(|(_, p)| {
                 p.exiting_since
@@ -968,7 +1063,14 @@ impl Escrow {
             .map(|(k, _)| *k)
             .collect();
 
-        let ids: Vec<DealId> = self.deals.keys().copied().collect();
+        // Only live deals are touched (and so written and rehashed).
+        let ids: Vec<DealId> = self
+            .deals
+            .map()
+            .iter()
+            .filter(|(_, d)| !d.ended)
+            .map(|(k, _)| *k)
+            .collect();
         for id in ids {
             let d = self.deals.get_mut(&id).expect("id listed above");
             if d.ended {
@@ -1126,6 +1228,7 @@ impl Escrow {
         for key in leaving {
             let holds = self
                 .deals
+                .map()
                 .values()
                 .any(|d| !d.ended && d.slots.iter().any(|s| s.holder == Some(key)));
             if !holds {
@@ -1149,9 +1252,9 @@ fn free(s: &mut Slot) {
     s.bounty_due = false;
 }
 
-fn pay(accounts: &mut BTreeMap<PublicKey, Account>, who: &PublicKey, amount: Amount) {
+fn pay(accounts: &mut Tracked<PublicKey, Account>, who: &PublicKey, amount: Amount) {
     if amount > 0 {
-        let a = accounts.entry(*who).or_default();
+        let a = accounts.get_or_default(*who);
         a.balance = a.balance.saturating_add(amount);
     }
 }

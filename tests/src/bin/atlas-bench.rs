@@ -1276,7 +1276,12 @@ impl LedgerDriver {
         let ledger = &mut self.ledger;
         self.rt.block_on(async {
             ledger.sync_mempool().await.map_err(|e| format!("{e:#}"))?;
-            ledger.cut_block().await.map_err(|e| format!("{e:#}"))
+            ledger.cut_block().await.map_err(|e| format!("{e:#}"))?;
+            // As the service does: the block that opens an epoch follows at once.
+            while ledger.settlement_pending() {
+                ledger.cut_block().await.map_err(|e| format!("{e:#}"))?;
+            }
+            Ok::<_, String>(())
         })?;
         self.queued = 0;
         Ok((start.elapsed().as_secs_f64(), write_bytes() - written))

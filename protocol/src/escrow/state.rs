@@ -1,0 +1,238 @@
+//! How the escrow state is kept so that a block costs what it changes, not what the state holds.
+//!
+//! - [`Tracked`] is a map that remembers which keys changed since they were last taken.
+//! - [`MapCommitment`] keeps a hash per record and per bucket of records (the first byte of the
+//!   key picks one of 256 buckets), so the state root is recomputed only for changed buckets.
+//! - [`Changes`] are the records a block changed, for a store to write and nothing more.
+//!
+//! The state root is `BLAKE3("atlas/state/v2" || meta || 256 account bucket hashes || 256
+//! provider bucket hashes || 256 deal bucket hashes)`. A bucket hash is `BLAKE3("atlas/bucket/v1"
+//! || the leaf hashes of its records in key order)`, and a record's leaf is `BLAKE3(
+//! "atlas/leaf/v1" || kind || key || postcard(record))`.
+
+use super::{Account, Deal, Params, Provider};
+use crate::id::DealId;
+use crate::sign::PublicKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A map that records every key changed (inserted, removed or handed out mutably).
+#[derive(Clone)]
+pub struct Tracked<K, V> {
+    map: BTreeMap<K, V>,
+    dirty: BTreeSet<K>,
+}
+
+impl<K, V> Default for Tracked<K, V> {
+    fn default() -> Self {
+        Self {
+            map: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Tracked<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.map.fmt(f)
+    }
+}
+
+impl<K: PartialEq, V: PartialEq> PartialEq for Tracked<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl<K: Eq, V: Eq> Eq for Tracked<K, V> {}
+
+impl<K: Ord + Copy, V> Tracked<K, V> {
+    /// A map loaded from a store: nothing is dirty.
+    pub fn from_map(map: BTreeMap<K, V>) -> Self {
+        Self {
+            map,
+            dirty: BTreeSet::new(),
+        }
+    }
+    pub fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let v = self.map.get_mut(k)?;
+        self.dirty.insert(*k);
+        Some(v)
+    }
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.dirty.insert(k);
+        self.map.insert(k, v)
+    }
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        let v = self.map.remove(k)?;
+        self.dirty.insert(*k);
+        Some(v)
+    }
+    pub fn get_or_default(&mut self, k: K) -> &mut V
+    where
+        V: Default,
+    {
+        self.dirty.insert(k);
+        self.map.entry(k).or_default()
+    }
+    pub fn map(&self) -> &BTreeMap<K, V> {
+        &self.map
+    }
+    /// The keys changed since the last call.
+    pub fn take_dirty(&mut self) -> BTreeSet<K> {
+        std::mem::take(&mut self.dirty)
+    }
+}
+
+/// A 32-byte record key: its bytes pick its bucket.
+pub trait RecordKey: Ord + Copy {
+    fn key_bytes(&self) -> [u8; 32];
+    /// The smallest key in bucket `b`.
+    fn bucket_start(b: u8) -> Self;
+}
+
+impl RecordKey for PublicKey {
+    fn key_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+    fn bucket_start(b: u8) -> Self {
+        let mut k = [0u8; 32];
+        k[0] = b;
+        PublicKey(k)
+    }
+}
+
+impl RecordKey for DealId {
+    fn key_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+    fn bucket_start(b: u8) -> Self {
+        let mut k = [0u8; 32];
+        k[0] = b;
+        DealId(k)
+    }
+}
+
+/// Leaf and bucket hashes of one map, kept up to date from its changed keys.
+#[derive(Clone)]
+pub struct MapCommitment<K> {
+    leaves: BTreeMap<K, [u8; 32]>,
+    buckets: Vec<[u8; 32]>,
+}
+
+impl<K> Default for MapCommitment<K> {
+    fn default() -> Self {
+        Self {
+            leaves: BTreeMap::new(),
+            buckets: Vec::new(),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for MapCommitment<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MapCommitment({} leaves)", self.leaves.len())
+    }
+}
+
+fn leaf<K: RecordKey, V: Serialize>(kind: u8, k: &K, v: &V) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"atlas/leaf/v1\0");
+    h.update(&[kind]);
+    h.update(&k.key_bytes());
+    h.update(&postcard::to_stdvec(v).expect("serializing to a Vec cannot fail"));
+    *h.finalize().as_bytes()
+}
+
+impl<K: RecordKey> MapCommitment<K> {
+    /// Brings the hashes up to date with `map` after the keys in `dirty` changed (all of them
+    /// the first time).
+    pub fn update<V: Serialize>(&mut self, kind: u8, map: &BTreeMap<K, V>, dirty: &BTreeSet<K>) {
+        let mut touched = BTreeSet::new();
+        if self.buckets.is_empty() {
+            self.leaves = map.iter().map(|(k, v)| (*k, leaf(kind, k, v))).collect();
+            self.buckets = vec![[0; 32]; 256];
+            touched.extend(0..=255u8);
+        } else {
+            for k in dirty {
+                match map.get(k) {
+                    Some(v) => {
+                        self.leaves.insert(*k, leaf(kind, k, v));
+                    }
+                    None => {
+                        self.leaves.remove(k);
+                    }
+                }
+                touched.insert(k.key_bytes()[0]);
+            }
+        }
+        for b in touched {
+            let mut h = blake3::Hasher::new();
+            h.update(b"atlas/bucket/v1\0");
+            for (_, l) in self
+                .leaves
+                .range(K::bucket_start(b)..)
+                .take_while(|(k, _)| k.key_bytes()[0] == b)
+            {
+                h.update(l);
+            }
+            self.buckets[b as usize] = *h.finalize().as_bytes();
+        }
+    }
+
+    fn buckets(&self) -> &[[u8; 32]] {
+        &self.buckets
+    }
+}
+
+/// The state's scalar part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub params: Params,
+    pub chain: [u8; 32],
+    pub epoch: u64,
+    pub beacon: [u8; 32],
+    pub minted: u128,
+    pub forfeited: u128,
+}
+
+/// The hashes behind the state root.
+#[derive(Debug, Clone, Default)]
+pub struct Commitment {
+    pub accounts: MapCommitment<PublicKey>,
+    pub providers: MapCommitment<PublicKey>,
+    pub deals: MapCommitment<DealId>,
+}
+
+impl Commitment {
+    pub fn root(&self, meta: &Meta) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"atlas/state/v2\0");
+        h.update(&postcard::to_stdvec(meta).expect("serializing to a Vec cannot fail"));
+        for buckets in [
+            self.accounts.buckets(),
+            self.providers.buckets(),
+            self.deals.buckets(),
+        ] {
+            for b in buckets {
+                h.update(b);
+            }
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// What a block changed: the scalar part, and each changed record (`None` where it was removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub meta: Meta,
+    pub accounts: Vec<(PublicKey, Option<Account>)>,
+    pub providers: Vec<(PublicKey, Option<Provider>)>,
+    pub deals: Vec<(DealId, Option<Deal>)>,
+}
