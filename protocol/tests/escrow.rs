@@ -171,6 +171,29 @@ impl World {
         Some((id, proof))
     }
 
+    /// `creator` opens a deal of `manifest` with key indices `providers`; its id if accepted.
+    fn open(
+        &mut self,
+        creator: usize,
+        manifest: atlas_protocol::manifest::SignedManifest,
+        providers: [usize; 3],
+        epochs: u8,
+    ) -> Option<DealId> {
+        let providers = providers.iter().map(|&p| self.pk(p)).collect();
+        let nonce = self.escrow.account(&self.pk(creator)).nonce;
+        self.submit(
+            creator,
+            TxBody::OpenDeal {
+                manifest,
+                providers,
+                epochs: epochs as u64,
+                max_price: Amount::MAX,
+            },
+        )
+        .ok()?;
+        Some(Escrow::deal_id(&self.pk(creator), nonce))
+    }
+
     /// A store that was handed only each step's changed records holds exactly the state, and the
     /// root kept up to date record by record is the root of those records hashed from scratch.
     fn check_store_replica(&mut self) {
@@ -335,21 +358,7 @@ fn run(w: &mut World, op: Op) {
             let Some(first) = w.deals.get(deal).and_then(|id| w.escrow.deal(id)).cloned() else {
                 return;
             };
-            let providers = providers.iter().map(|&p| w.pk(p)).collect();
-            let nonce = w.escrow.account(&w.pk(creator)).nonce;
-            let ok = w
-                .submit(
-                    creator,
-                    TxBody::OpenDeal {
-                        manifest: first.manifest.clone(),
-                        providers,
-                        epochs: epochs as u64,
-                        max_price: Amount::MAX,
-                    },
-                )
-                .is_ok();
-            if ok {
-                let id = Escrow::deal_id(&w.pk(creator), nonce);
+            if let Some(id) = w.open(creator, first.manifest.clone(), providers, epochs) {
                 let d = w.escrow.deal(&id).expect("opened");
                 w.deposited.insert(id, d.escrow);
                 w.deals.push(id);
@@ -360,22 +369,8 @@ fn run(w: &mut World, op: Op) {
         }
         Op::Open(creator, providers, epochs) => {
             let manifest = w.new_object(creator, epochs);
-            let providers = providers.iter().map(|&p| w.pk(p)).collect();
-            let nonce = w.escrow.account(&w.pk(creator)).nonce;
             let before = w.escrow.account(&w.pk(creator)).balance;
-            let ok = w
-                .submit(
-                    creator,
-                    TxBody::OpenDeal {
-                        manifest,
-                        providers,
-                        epochs: epochs as u64,
-                        max_price: Amount::MAX,
-                    },
-                )
-                .is_ok();
-            if ok {
-                let id = Escrow::deal_id(&w.pk(creator), nonce);
+            if let Some(id) = w.open(creator, manifest, providers, epochs) {
                 let deal = w.escrow.deal(&id).expect("opened");
                 let spent = before - w.escrow.account(&w.pk(creator)).balance;
                 assert_eq!(spent, deal.escrow + deal.reserve);

@@ -461,15 +461,17 @@ fn peak_rss_kib(cmd: &mut Command) -> Result<i64, String> {
 
 /// This process's resident set, in KiB.
 fn self_rss_kib() -> i64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_self_field("status", "VmRSS:").map_or(0, |v| v as i64)
+}
+
+/// The number after `name` in `/proc/self/<file>`.
+fn proc_self_field(file: &str, name: &str) -> Option<u64> {
+    fs::read_to_string(format!("/proc/self/{file}"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 fn proofs(opts: &Opts, input: &Path) -> Result<(), String> {
@@ -1212,15 +1214,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Bytes this process has caused to be written to storage so far (`/proc/self/io`).
 fn write_bytes() -> u64 {
-    fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("write_bytes:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_self_field("io", "write_bytes:").unwrap_or(0)
 }
 
 /// Feeds signed transactions to a real `Ledger` as its service loop would (queued, made durable,
