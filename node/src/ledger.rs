@@ -499,6 +499,23 @@ fn page<'a, K: Copy + Serialize + 'a, V: Clone + Serialize + 'a>(
 
 /// Runs the ledger until `shutdown`.
 pub async fn run(
+    ledger: Ledger,
+    net: NetHandle,
+    events: mpsc::Receiver<NetEvent>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    match serve(ledger, net, events, shutdown.clone()).await {
+        // The network stops with the same token: an answer it could no longer send is not a
+        // failure of the ledger (what was accepted is in the durable mempool or a block).
+        Err(e) if shutdown.is_cancelled() => {
+            tracing::debug!(error = %format!("{e:#}"), "stopped while answering");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn serve(
     mut ledger: Ledger,
     net: NetHandle,
     mut events: mpsc::Receiver<NetEvent>,
