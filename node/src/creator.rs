@@ -335,10 +335,17 @@ pub async fn object_holders(
     ledger: &LedgerClient,
     object: &atlas_protocol::ObjectId,
 ) -> Result<Vec<Option<Provider>>> {
-    let deals = live_deals_of(ledger, object).await?;
+    holders_among(ledger, &live_deals_of(ledger, object).await?).await
+}
+
+/// As [`object_holders`], over live deals of one object already fetched.
+pub async fn holders_among(
+    ledger: &LedgerClient,
+    deals: &[(DealId, Deal)],
+) -> Result<Vec<Option<Provider>>> {
     let n = deals.first().map_or(0, |(_, d)| d.slots.len());
     let mut best: Vec<Option<((u8, u64), PublicKey)>> = vec![None; n];
-    for (_, d) in &deals {
+    for (_, d) in deals {
         for (j, s) in d.slots.iter().enumerate().take(n) {
             let rank = match (s.holder, s.status) {
                 (Some(_), SlotStatus::Active { misses: 0 }) => (3, s.proven.unwrap_or(0)),

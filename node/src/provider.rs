@@ -650,7 +650,12 @@ impl Provider {
                 .map_err(|e| anyhow!("deal manifest: {e}"))?
                 .layout()
                 .data_shards();
-            let answering = self.answering_holders(&object, slot).await?;
+            // One look-up of the holders serves the probe and the rebuild.
+            let mut holders = crate::creator::holders_among(&self.ledger, &live).await?;
+            if let Some(own) = holders.get_mut(slot) {
+                *own = None;
+            }
+            let answering = self.answering(&holders).await;
             if answering < k {
                 tracing::info!(deal = %id.short(), slot, answering, needed = k, "not claiming: too few holders answer to rebuild from");
                 continue;
@@ -667,7 +672,7 @@ impl Provider {
                 continue;
             }
             tracing::info!(deal = %id.short(), slot, "claimed a freed slot; rebuilding it");
-            match self.rebuild(id, &deal, slot).await {
+            match self.rebuild(id, &deal, slot, holders).await {
                 Ok(()) => {
                     self.submit(TxBody::AcceptSlot {
                         deal: id,
@@ -687,7 +692,13 @@ impl Provider {
 
     /// Rebuilds slot `slot` of `deal` from any k shards per stripe of the other holders, checks it
     /// against the slot root and stores it.
-    async fn rebuild(self: &Arc<Self>, deal_id: DealId, deal: &Deal, slot: usize) -> Result<()> {
+    async fn rebuild(
+        self: &Arc<Self>,
+        deal_id: DealId,
+        deal: &Deal,
+        slot: usize,
+        holders: Vec<Option<atlas_protocol::escrow::Provider>>,
+    ) -> Result<()> {
         let manifest = deal
             .manifest
             .verify()
@@ -695,10 +706,6 @@ impl Provider {
         let (object, specs) = deal_specs(deal)?;
         let spec = specs[slot];
         let key = SlotKey::new(object, slot as u16);
-        let mut holders = crate::creator::object_holders(&self.ledger, &object).await?;
-        if let Some(own) = holders.get_mut(slot) {
-            *own = None;
-        }
         let mut source = crate::creator::NetShardSource::new(
             tokio::runtime::Handle::current(),
             self.net.clone(),
@@ -756,37 +763,23 @@ impl Provider {
         Ok(())
     }
 
-    /// How many holders of slots other than `slot` of `object` (across its live deals) open a
-    /// shard stream within `HOLDER_PROBE`.
-    async fn answering_holders(
-        &self,
-        object: &atlas_protocol::ObjectId,
-        slot: usize,
-    ) -> Result<usize> {
-        let holders = crate::creator::object_holders(&self.ledger, object).await?;
-        let probes = holders
-            .into_iter()
-            .enumerate()
-            .filter(|(j, _)| *j != slot)
-            .filter_map(|(_, h)| h)
-            .map(|p| {
-                let net = self.net.clone();
-                async move {
-                    matches!(
-                        tokio::time::timeout(
-                            HOLDER_PROBE,
-                            crate::creator::open_shard_stream(&net, &p)
-                        )
+    /// How many of `holders` open a shard stream within `HOLDER_PROBE`.
+    async fn answering(&self, holders: &[Option<atlas_protocol::escrow::Provider>]) -> usize {
+        let probes = holders.iter().flatten().map(|p| {
+            let net = self.net.clone();
+            async move {
+                matches!(
+                    tokio::time::timeout(HOLDER_PROBE, crate::creator::open_shard_stream(&net, p))
                         .await,
-                        Ok(Ok(_))
-                    )
-                }
-            });
-        Ok(futures::future::join_all(probes)
+                    Ok(Ok(_))
+                )
+            }
+        });
+        futures::future::join_all(probes)
             .await
             .into_iter()
             .filter(|up| *up)
-            .count())
+            .count()
     }
 
     /// Deletes stored slots that no live deal has assigned to this provider for
