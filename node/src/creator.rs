@@ -281,7 +281,8 @@ pub async fn find_deal(ledger: &LedgerClient, prefix: &str) -> Result<(DealId, D
     let found = ledger
         .deals(DealQuery::Matching(prefix_string(&prefix)))
         .await?;
-    let objects: std::collections::BTreeSet<_> = found.iter().map(|(_, d)| d.object).collect();
+    let objects: std::collections::BTreeSet<_> =
+        found.iter().map(|(_, d)| d.terms.object).collect();
     if objects.len() > 1 {
         bail!(
             "'{}' matches {} objects; give more of the id",
@@ -294,14 +295,15 @@ pub async fn find_deal(ledger: &LedgerClient, prefix: &str) -> Result<(DealId, D
         .max_by_key(|(_, d)| {
             (
                 !d.ended,
-                d.manifest
+                d.terms
+                    .manifest
                     .verify()
-                    .is_ok_and(|m| m.manifest().creator == d.creator),
+                    .is_ok_and(|m| m.manifest().creator == d.terms.creator),
                 d.slots
                     .iter()
                     .filter(|s| matches!(s.status, SlotStatus::Active { .. }))
                     .count(),
-                std::cmp::Reverse(d.start_epoch),
+                std::cmp::Reverse(d.terms.start_epoch),
             )
         })
         .with_context(|| format!("no object or deal matches '{}'", prefix_string(&prefix)))
@@ -322,7 +324,7 @@ pub async fn live_deals_of(
         .deals(DealQuery::Matching(object.to_string()))
         .await?
         .into_iter()
-        .filter(|(_, d)| !d.ended && d.object == *object)
+        .filter(|(_, d)| !d.ended && d.terms.object == *object)
         .collect())
 }
 
@@ -375,6 +377,7 @@ pub async fn holders_among(
 /// Active slots minus the k needed: how many more holders the object may lose.
 pub fn margin(d: &Deal) -> Result<i64> {
     let k = d
+        .terms
         .manifest
         .verify()
         .map_err(|e| anyhow!("deal manifest: {e}"))?

@@ -238,11 +238,12 @@ impl Gateway {
         }
         let (_, deal) = creator::find_deal(&self.ledger, id).await?;
         let manifest = deal
+            .terms
             .manifest
             .verify()
             .map_err(|e| anyhow!("deal manifest: {e}"))?;
         // Holders from every live deal of the object: shards are verified against the manifest.
-        let holders = creator::object_holders(&self.ledger, &deal.object).await?;
+        let holders = creator::object_holders(&self.ledger, &deal.terms.object).await?;
         let object = Arc::new(Object {
             manifest,
             holders,
@@ -251,7 +252,7 @@ impl Gateway {
         });
         let mut objects = self.objects.lock().expect("objects lock");
         objects.retain(|_, o| o.fetched.elapsed() < HOLDERS_TTL * 6);
-        objects.insert(deal.object, object.clone());
+        objects.insert(deal.terms.object, object.clone());
         self.metrics.objects.set(objects.len() as i64);
         Ok(object)
     }
@@ -465,6 +466,7 @@ fn served_media_type(claimed: &str) -> HeaderValue {
 /// One catalogue entry: title, size, health, escrow left, and a player.
 fn catalogue_entry(d: &Deal) -> Result<String> {
     let m = d
+        .terms
         .manifest
         .verify()
         .map_err(|e| anyhow!("deal manifest: {e}"))?;
@@ -474,7 +476,7 @@ fn catalogue_entry(d: &Deal) -> Result<String> {
     } else {
         format!("{} slot(s) short of readable", -margin)
     };
-    let id = d.object.to_string();
+    let id = d.terms.object.to_string();
     let media = &m.manifest().media_type;
     let player = if media.starts_with("video/") {
         format!("<video controls preload=\"metadata\" src=\"/v1/objects/{id}\"></video>")
@@ -496,7 +498,7 @@ fn catalogue_entry(d: &Deal) -> Result<String> {
         class = if margin > 0 { "ok" } else { "warn" },
         covered = d.epochs_covered(),
         end = d.end_epoch,
-        short = d.object.short(),
+        short = d.terms.object.short(),
     ))
 }
 

@@ -11,8 +11,7 @@
 use crate::net::{NetEvent, NetHandle};
 use anyhow::{anyhow, bail, Context as _, Result};
 use atlas_protocol::chain::{self, Block, BlockHeader, SignedHeader};
-use atlas_protocol::escrow::SlotStatus;
-use atlas_protocol::escrow::{Escrow, Event, Params};
+use atlas_protocol::escrow::{Deal, DealIndex, Escrow, Event, Params};
 use atlas_protocol::wire::{
     ChainStatus, DealQuery, LedgerRequest, LedgerResponse, MAX_PAGE_BYTES, MAX_PAGE_ITEMS,
 };
@@ -347,7 +346,11 @@ impl Ledger {
             // The latest accepted view, so a submitter's next nonce counts queued transactions.
             LedgerRequest::Account(key) => LedgerResponse::Account(s.account(&key)),
             LedgerRequest::Provider(key) => LedgerResponse::Provider(s.provider(&key).cloned()),
-            LedgerRequest::Deal(id) => LedgerResponse::Deal(s.deal(&id).cloned()),
+            // A live deal, or an ended one from the archive.
+            LedgerRequest::Deal(id) => LedgerResponse::Deal(match s.deal(&id) {
+                Some(d) => Some(d.clone()),
+                None => self.store.archived_deal(&id)?,
+            }),
             LedgerRequest::Block(height) => LedgerResponse::Block(self.store.block(height)?),
             LedgerRequest::ProviderPage { after } => {
                 let from = match after {
@@ -358,37 +361,7 @@ impl Ledger {
                 LedgerResponse::ProviderPage { items, next }
             }
             LedgerRequest::DealPage { query, after } => {
-                let from = match after {
-                    Some(k) => Bound::Excluded(k),
-                    None => Bound::Unbounded,
-                };
-                let deals = s.deals().range((from, Bound::Unbounded));
-                let (items, next) = match query {
-                    DealQuery::OfCreator(creator) => page(deals, |(_, d)| d.creator == creator),
-                    DealQuery::HeldBy(provider) => page(deals, |(_, d)| {
-                        d.slots.iter().any(|slot| slot.holder == Some(provider))
-                    }),
-                    DealQuery::Repairable => page(deals, |(_, d)| {
-                        !d.ended && d.slots.iter().any(|slot| slot.status == SlotStatus::Freed)
-                    }),
-                    DealQuery::Matching(prefix) => {
-                        let prefix = prefix.to_ascii_lowercase();
-                        // A full object id is looked up in the object index, not by a scan.
-                        match prefix.parse::<atlas_protocol::ObjectId>() {
-                            Ok(object) if prefix.len() == 64 => {
-                                let ids: Vec<_> =
-                                    s.deals_of_object(&object).map(|(id, _)| *id).collect();
-                                page(s.deals().range((from, Bound::Unbounded)), |(id, _)| {
-                                    ids.contains(id)
-                                })
-                            }
-                            _ => page(deals, |(id, d)| {
-                                d.object.to_string().starts_with(&prefix)
-                                    || id.to_string().starts_with(&prefix)
-                            }),
-                        }
-                    }
-                };
+                let (items, next) = self.deal_page(query, after);
                 LedgerResponse::DealPage { items, next }
             }
             LedgerRequest::Providers
@@ -400,6 +373,46 @@ impl Ledger {
                     .into(),
             ),
         }))
+    }
+
+    /// One page of the live deals `query` selects. The provider, creator and repair queries are
+    /// answered from the escrow's indices, so their cost is the page's, not the state's.
+    fn deal_page(
+        &mut self,
+        query: DealQuery,
+        after: Option<atlas_protocol::DealId>,
+    ) -> (
+        Vec<(atlas_protocol::DealId, Deal)>,
+        Option<atlas_protocol::DealId>,
+    ) {
+        let s = &mut self.state;
+        match query {
+            DealQuery::OfCreator(c) => {
+                page(s.indexed_deals(DealIndex::OfCreator(c), after), |_| true)
+            }
+            DealQuery::HeldBy(p) => page(s.indexed_deals(DealIndex::HeldBy(p), after), |_| true),
+            DealQuery::Repairable => page(s.indexed_deals(DealIndex::Repairable, after), |_| true),
+            DealQuery::Matching(prefix) => {
+                let from = match after {
+                    Some(k) => Bound::Excluded(k),
+                    None => Bound::Unbounded,
+                };
+                let prefix = prefix.to_ascii_lowercase();
+                // A full object id is looked up in the object index, not by a scan.
+                match prefix.parse::<atlas_protocol::ObjectId>() {
+                    Ok(object) if prefix.len() == 64 => {
+                        let ids: Vec<_> = s.deals_of_object(&object).map(|(id, _)| *id).collect();
+                        page(s.deals().range((from, Bound::Unbounded)), |(id, _)| {
+                            ids.contains(id)
+                        })
+                    }
+                    _ => page(s.deals().range((from, Bound::Unbounded)), |(id, d)| {
+                        d.terms.object.to_string().starts_with(&prefix)
+                            || id.to_string().starts_with(&prefix)
+                    }),
+                }
+            }
+        }
     }
 
     /// Validates a transaction against the next block's state and queues it.

@@ -12,7 +12,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use atlas_protocol::challenge::Challenge;
 use atlas_protocol::escrow::{Deal, SlotStatus, Tx, TxBody};
 use atlas_protocol::tree::{TreeShape, VerifiedShard};
-use atlas_protocol::wire::{DealQuery, LedgerRequest, LedgerResponse, ShardRequest, ShardResponse};
+use atlas_protocol::wire::{
+    ChainStatus, DealQuery, LedgerRequest, LedgerResponse, ShardRequest, ShardResponse,
+};
 use atlas_protocol::{DealId, Keypair};
 use atlas_storage::{PutOutcome, RocksSlotStore, SlotKey, SlotSpec, SlotStore};
 use futures::StreamExt;
@@ -478,9 +480,8 @@ impl Provider {
 
     /// Proves every slot due in the ledger's current epoch, and accepts complete slots whose
     /// acceptance did not land. Returns how many proofs were accepted.
-    pub async fn prove_round(self: &Arc<Self>) -> Result<usize> {
+    pub async fn prove_round(self: &Arc<Self>, status: &ChainStatus) -> Result<usize> {
         let me = self.key.public();
-        let status = self.ledger.status().await?;
         let deals = self.ledger.deals(DealQuery::HeldBy(me)).await?;
         let mut accepted = 0;
         let mut due = Vec::new();
@@ -645,6 +646,7 @@ impl Provider {
             // Claiming locks collateral that a claim never delivered forfeits: claim only when
             // enough holders (of any live deal of the object) answer to rebuild from.
             let k = deal
+                .terms
                 .manifest
                 .verify()
                 .map_err(|e| anyhow!("deal manifest: {e}"))?
@@ -700,6 +702,7 @@ impl Provider {
         holders: Vec<Option<atlas_protocol::escrow::Provider>>,
     ) -> Result<()> {
         let manifest = deal
+            .terms
             .manifest
             .verify()
             .map_err(|e| anyhow!("deal manifest: {e}"))?;
@@ -785,9 +788,8 @@ impl Provider {
     /// Deletes stored slots that no live deal has assigned to this provider for
     /// `gc_grace_epochs` epochs: ended, cancelled, freed, exited or never-assigned ones. Returns
     /// how many it deleted.
-    pub async fn gc_round(self: &Arc<Self>) -> Result<usize> {
+    pub async fn gc_round(self: &Arc<Self>, status: &ChainStatus) -> Result<usize> {
         let me = self.key.public();
-        let status = self.ledger.status().await?;
         let deals = self.ledger.deals(DealQuery::HeldBy(me)).await?;
         let mut wanted = std::collections::HashSet::new();
         for (_, d) in deals.iter().filter(|(_, d)| !d.ended) {
@@ -844,36 +846,70 @@ impl Provider {
         Ok(deleted.len())
     }
 
-    /// Looks for freed slots to repair every `poll`, until shutdown.
+    /// Looks for freed slots to repair at each new block and collects garbage at each new
+    /// epoch, checking the chain's head every `poll`, until shutdown. Between blocks the ledger
+    /// is asked for its status alone.
     pub async fn run_repairer(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut repaired_at, mut collected_in) = (None, None);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.repair_round().await {
-                tracing::warn!(error = %format!("{e:#}"), "repair round failed");
+            let status = match self.ledger.status().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "ledger unreachable");
+                    continue;
+                }
+            };
+            if repaired_at != Some(status.height) {
+                match self.repair_round().await {
+                    Ok(_) => repaired_at = Some(status.height),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "repair round failed"),
+                }
             }
-            if let Err(e) = self.gc_round().await {
-                tracing::warn!(error = %format!("{e:#}"), "garbage collection failed");
+            if collected_in != Some(status.epoch) {
+                match self.gc_round(&status).await {
+                    Ok(_) => collected_in = Some(status.epoch),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "garbage collection failed")
+                    }
+                }
             }
         }
     }
 
-    /// Checks the ledger every `poll` and proves what is due, until shutdown.
+    /// Proves what is due at each new block, checking the chain's head every `poll`, until
+    /// shutdown. Between blocks the ledger is asked for its status alone.
     pub async fn run_prover(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut proved_at = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match self.prove_round().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(proofs = n, "proved"),
+            let status = match self.ledger.status().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "ledger unreachable");
+                    continue;
+                }
+            };
+            if proved_at == Some(status.height) {
+                continue;
+            }
+            match self.prove_round(&status).await {
+                Ok(n) => {
+                    proved_at = Some(status.height);
+                    if n > 0 {
+                        tracing::info!(proofs = n, "proved");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "proving failed"),
             }
         }
@@ -883,6 +919,7 @@ impl Provider {
 /// The object id and per-slot specs a deal's manifest describes.
 pub fn deal_specs(d: &Deal) -> Result<(atlas_protocol::ObjectId, Vec<SlotSpec>)> {
     let manifest = d
+        .terms
         .manifest
         .verify()
         .map_err(|e| anyhow!("deal manifest: {e}"))?;

@@ -61,16 +61,17 @@ pub const MAX_PAGE_ITEMS: usize = 256;
 /// Roughly the most record bytes in one page (a page stops after the record that crosses it).
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Which deals a [`LedgerRequest::DealPage`] lists.
+/// Which deals a [`LedgerRequest::DealPage`] lists: live ones only (an ended deal leaves the
+/// live state; [`LedgerRequest::Deal`] still answers it by id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DealQuery {
-    /// Deals a creator opened.
+    /// Live deals a creator opened.
     OfCreator(PublicKey),
-    /// Deals in which this provider holds (or is assigned) a slot.
+    /// Live deals in which this provider holds (or is assigned) a slot.
     HeldBy(PublicKey),
     /// Live deals with at least one freed slot waiting for a repairer.
     Repairable,
-    /// Deals whose object id or deal id starts with this lowercase hex prefix.
+    /// Live deals whose object id or deal id starts with this lowercase hex prefix.
     Matching(String),
 }
 

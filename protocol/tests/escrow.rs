@@ -3,7 +3,10 @@
 //! and replayed or badly signed transactions are refused.
 
 use atlas_protocol::challenge::{Challenge, StorageProof};
-use atlas_protocol::escrow::{Amount, Escrow, EscrowError, Event, Params, SignedTx, Tx, TxBody};
+use atlas_protocol::escrow::{
+    Amount, Deal, DealIndex, DealState, Escrow, EscrowError, Event, Params, SignedTx, SlotStatus,
+    Tx, TxBody,
+};
 use atlas_protocol::layout::{Layout, ENCODING_RS_GF8_V1};
 use atlas_protocol::manifest::{Manifest, MANIFEST_VERSION};
 use atlas_protocol::tree::{Outboard, TreeError, GROUP_LEN};
@@ -34,6 +37,7 @@ struct Stored {
     accounts: BTreeMap<PublicKey, atlas_protocol::escrow::Account>,
     providers: BTreeMap<PublicKey, atlas_protocol::escrow::Provider>,
     deals: BTreeMap<DealId, atlas_protocol::escrow::Deal>,
+    terms: BTreeMap<DealId, std::sync::Arc<atlas_protocol::escrow::DealTerms>>,
 }
 
 fn apply_changes<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Option<V>)>) {
@@ -198,9 +202,36 @@ impl World {
     /// root kept up to date record by record is the root of those records hashed from scratch.
     fn check_store_replica(&mut self) {
         let (root, changes) = self.escrow.take_changes();
+        // Terms are handed over once, when a deal opens; an ended deal leaves in its final form.
+        for (id, t) in &changes.opened {
+            self.stored.terms.insert(*id, t.clone());
+        }
+        for (id, d) in &changes.ended {
+            assert!(d.ended && self.escrow.deal(id).is_none());
+            let paid: Amount = d.slots.iter().map(|s| s.paid).sum();
+            assert!(paid <= self.deposited.get(id).copied().unwrap_or(0));
+        }
+        self.check_indices();
         apply_changes(&mut self.stored.accounts, changes.accounts);
         apply_changes(&mut self.stored.providers, changes.providers);
-        apply_changes(&mut self.stored.deals, changes.deals);
+        for (id, state) in changes.deals {
+            match state {
+                Some(bytes) => {
+                    let state = DealState::decode(&bytes).expect("a deal state the store can read");
+                    let terms = self
+                        .stored
+                        .terms
+                        .get(&id)
+                        .expect("a deal's terms were handed to the store when it opened")
+                        .clone();
+                    self.stored.deals.insert(id, Deal::from_state(terms, state));
+                }
+                None => {
+                    self.stored.deals.remove(&id);
+                    self.stored.terms.remove(&id);
+                }
+            }
+        }
         let mut rebuilt = Escrow::from_parts(
             changes.meta,
             self.stored.accounts.clone(),
@@ -214,13 +245,51 @@ impl World {
         assert_eq!(rebuilt.state_root(), root, "the incremental root drifted");
     }
 
+    /// The indexed look-ups answer what a scan over every live deal would.
+    fn check_indices(&mut self) {
+        let keys: Vec<PublicKey> = (0..self.keys.len()).map(|i| self.pk(i)).collect();
+        for k in keys {
+            let scan = |pick: &dyn Fn(&Deal) -> bool, e: &Escrow| -> Vec<DealId> {
+                e.deals()
+                    .iter()
+                    .filter(|(_, d)| pick(d))
+                    .map(|(id, _)| *id)
+                    .collect()
+            };
+            let held = scan(
+                &|d| d.slots.iter().any(|s| s.holder == Some(k)),
+                &self.escrow,
+            );
+            let created = scan(&|d| d.terms.creator == k, &self.escrow);
+            let ids = |it: &mut dyn Iterator<Item = (&DealId, &Deal)>| -> Vec<DealId> {
+                it.map(|(id, _)| *id).collect()
+            };
+            let mut listed = |index| ids(&mut self.escrow.indexed_deals(index, None));
+            assert_eq!(listed(DealIndex::HeldBy(k)), held);
+            assert_eq!(listed(DealIndex::OfCreator(k)), created);
+        }
+        let freed = self
+            .escrow
+            .deals()
+            .iter()
+            .filter(|(_, d)| d.slots.iter().any(|s| s.status == SlotStatus::Freed))
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>();
+        let listed: Vec<DealId> = self
+            .escrow
+            .indexed_deals(DealIndex::Repairable, None)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(listed, freed);
+    }
+
     fn check_invariants(&self, events: &[Event]) {
         // No provider holds two slots of one object, across every live deal of it.
         let mut held = BTreeMap::new();
         for deal in self.escrow.deals().values().filter(|d| !d.ended) {
             for (j, s) in deal.slots.iter().enumerate() {
                 if let Some(h) = s.holder {
-                    if let Some(other) = held.insert((deal.object, h), j) {
+                    if let Some(other) = held.insert((deal.terms.object, h), j) {
                         panic!("{h:?} holds slots {other} and {j} of one object");
                     }
                 }
@@ -358,7 +427,7 @@ fn run(w: &mut World, op: Op) {
             let Some(first) = w.deals.get(deal).and_then(|id| w.escrow.deal(id)).cloned() else {
                 return;
             };
-            if let Some(id) = w.open(creator, first.manifest.clone(), providers, epochs) {
+            if let Some(id) = w.open(creator, first.terms.manifest.clone(), providers, epochs) {
                 let d = w.escrow.deal(&id).expect("opened");
                 w.deposited.insert(id, d.escrow);
                 w.deals.push(id);
@@ -569,7 +638,20 @@ fn honest_holders_are_paid_exactly_for_each_proven_epoch() {
         let beacon = *blake3::hash(&w.escrow.epoch().to_le_bytes()).as_bytes();
         w.escrow.advance_epoch(beacon);
     }
-    let deal = w.escrow.deal(&id).expect("deal").clone();
+    // 5 paid epochs after the accept epoch end the deal: it leaves the live state, and the
+    // block's changes carry its final form for a store's archive.
+    assert!(
+        w.escrow.deal(&id).is_none(),
+        "the ended deal left the live state"
+    );
+    let (_, changes) = w.escrow.take_changes();
+    let deal = changes
+        .ended
+        .iter()
+        .find(|(i, _)| *i == id)
+        .expect("the deal ended")
+        .1
+        .clone();
     let mut total = 0;
     for (slot, before) in balances.iter().enumerate() {
         let price = deal.slots[slot].price;
@@ -579,10 +661,7 @@ fn honest_holders_are_paid_exactly_for_each_proven_epoch() {
         assert_eq!(got, 5 * price, "holder {slot} paid 5 x its price");
         total += got;
     }
-    assert!(
-        deal.ended,
-        "5 paid epochs after the accept epoch end the deal"
-    );
+    assert!(deal.ended);
     let creator_after = w.escrow.account(&w.pk(0)).balance;
     assert_eq!(
         creator_after - creator_before,
@@ -694,7 +773,7 @@ fn free_providers_still_stake_the_collateral_floor() {
     let mut w = World::new();
     let id = open_accepted_deal(&mut w, 3, 5, |_| 0);
     let d = w.escrow.deal(&id).expect("deal");
-    let floor = w.escrow.params().slot_collateral(0, d.slot_len);
+    let floor = w.escrow.params().slot_collateral(0, d.terms.slot_len);
     assert!(floor > 0);
     for s in &d.slots {
         assert_eq!(s.price, 0);
@@ -787,7 +866,7 @@ fn forfeits_never_flow_back_to_the_creator() {
     w.submit(0, TxBody::CancelDeal { deal: id })
         .expect("cancel");
     w.escrow.advance_epoch([99; 32]);
-    assert!(w.escrow.deal(&id).expect("deal").ended);
+    assert!(w.escrow.deal(&id).is_none(), "the cancelled deal ended");
     let refund = w.escrow.account(&w.pk(0)).balance - creator_before;
     assert_eq!(refund, escrow + deposit);
     assert_eq!(w.escrow.total_supply(), w.escrow.minted());

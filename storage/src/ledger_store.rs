@@ -1,16 +1,22 @@
 //! The ledger's persistence: blocks by height, the escrow state after the newest block as one
 //! record per account, provider and deal (a block writes only the records it changed, together
 //! with the block, in one synced RocksDB batch, so a restart resumes at the same height with the
-//! same state), and the durable mempool of accepted transactions not yet in a block.
+//! same state), the durable mempool of accepted transactions not yet in a block, and the archive
+//! of ended deals (out of the live state, still answerable by id).
+//!
+//! A deal is two records: its terms (which hold the manifest), written once when it opens, and
+//! its changing state, rewritten whenever a block changes it.
 
 use atlas_protocol::chain::Block;
 use atlas_protocol::escrow::state::{Changes, Meta};
 use atlas_protocol::escrow::SignedTx;
-use atlas_protocol::escrow::{Account, Deal, Escrow, Provider};
+use atlas_protocol::escrow::{Account, Deal, DealState, DealTerms, Escrow, Provider};
+use atlas_protocol::DealId;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 const CF_BLOCKS: &str = "blocks";
 const CF_META: &str = "meta";
@@ -19,8 +25,13 @@ const CF_MEMPOOL: &str = "mempool";
 /// Where the whole state was one record, before per-record state: such a database is refused.
 const OLD_STATE_KEY: &[u8] = b"state";
 const HEAD_KEY: &[u8] = b"head";
-/// The escrow state, one record per account, provider and deal.
+/// The escrow state, one record per account, provider and deal (two for a deal).
 const CF_STATE: &str = "state";
+/// Ended deals in their final form, by id.
+const CF_ARCHIVE: &str = "archive";
+/// The state's record layout; a database without it was written by an older version.
+const LAYOUT_KEY: &[u8] = b"layout";
+const LAYOUT: u32 = 2;
 const GENESIS_KEY: &[u8] = b"genesis";
 
 /// Settings fixed when the chain starts.
@@ -53,14 +64,40 @@ enum HeadRecord {
 }
 
 /// One record of the escrow state, in `CF_STATE` under `m` (the scalar part), or a kind byte
-/// (`a` account, `p` provider, `d` deal) and the record's 32-byte key. A block writes only the
-/// records it changed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// (`a` account, `p` provider, `t` a deal's terms) and the record's 32-byte key. A block writes
+/// only the records it changed. A deal's state (`d` and its key) is not one of these: it is
+/// [`DEAL_STATE_V1`] followed by the bytes the state root hashed ([`Deal::encode_state`]).
+#[derive(Debug, Clone, Deserialize)]
 enum StateRecord {
     MetaV1(Meta),
     AccountV1(Account),
     ProviderV1(Provider),
-    DealV1(Deal),
+    /// A whole deal, from before terms and state were split (never read: refused by layout);
+    /// kept so the later variants keep their tags.
+    #[allow(dead_code)]
+    RetiredDealV1(()),
+    DealTermsV1(DealTerms),
+}
+
+/// The version byte that leads a deal's state record.
+const DEAL_STATE_V1: u8 = 1;
+
+/// [`StateRecord`] as written, borrowing what it encodes (the same variants in the same order,
+/// so it decodes as a [`StateRecord`]).
+#[derive(Serialize)]
+enum StateRecordRef<'a> {
+    MetaV1(&'a Meta),
+    AccountV1(&'a Account),
+    ProviderV1(&'a Provider),
+    #[allow(dead_code)]
+    RetiredDealV1(()),
+    DealTermsV1(&'a DealTerms),
+}
+
+/// An ended deal as archived.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum ArchiveRecord {
+    V1(Deal),
 }
 
 fn state_key(kind: u8, key: &[u8; 32]) -> [u8; 33] {
@@ -97,7 +134,7 @@ impl LedgerStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::None);
-        let cfs = [CF_BLOCKS, CF_META, CF_MEMPOOL, CF_STATE]
+        let cfs = [CF_BLOCKS, CF_META, CF_MEMPOOL, CF_STATE, CF_ARCHIVE]
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(db_err)?;
         Ok(Self { db })
@@ -150,23 +187,45 @@ impl LedgerStore {
         let Some(bytes) = self.db.get_cf(self.cf(CF_META), HEAD_KEY).map_err(db_err)? else {
             return Ok(None);
         };
+        let layout = self
+            .db
+            .get_cf(self.cf(CF_META), LAYOUT_KEY)
+            .map_err(db_err)?;
+        if layout.as_deref() != Some(&LAYOUT.to_be_bytes()[..]) {
+            return Err(LedgerStoreError::Corrupt(
+                "this ledger database was written by another version (its state records have another layout) and cannot be resumed; start the chain in an empty directory".into(),
+            ));
+        }
         let HeadRecord::V1 { height, head_hash } = postcard::from_bytes(&bytes)
             .map_err(|e| LedgerStoreError::Corrupt(format!("head: {e}")))?;
         let mut meta = None;
-        let (mut accounts, mut providers, mut deals) =
-            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let (mut accounts, mut providers, mut terms, mut states) = (
+            BTreeMap::new(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
         for item in self
             .db
             .iterator_cf(self.cf(CF_STATE), rocksdb::IteratorMode::Start)
         {
             let (k, v) = item.map_err(db_err)?;
-            let record: StateRecord = postcard::from_bytes(&v)
-                .map_err(|e| LedgerStoreError::Corrupt(format!("state record: {e}")))?;
             let key = || -> Result<[u8; 32], LedgerStoreError> {
                 k.get(1..33)
                     .and_then(|b| b.try_into().ok())
                     .ok_or_else(|| LedgerStoreError::Corrupt("state key".into()))
             };
+            if k.first() == Some(&b'd') {
+                let state = match v.split_first() {
+                    Some((&DEAL_STATE_V1, bytes)) => DealState::decode(bytes).ok(),
+                    _ => None,
+                }
+                .ok_or_else(|| LedgerStoreError::Corrupt("a deal's state record".into()))?;
+                states.insert(DealId(key()?), state);
+                continue;
+            }
+            let record: StateRecord = postcard::from_bytes(&v)
+                .map_err(|e| LedgerStoreError::Corrupt(format!("state record: {e}")))?;
             match record {
                 StateRecord::MetaV1(m) => meta = Some(m),
                 StateRecord::AccountV1(a) => {
@@ -175,12 +234,22 @@ impl LedgerStore {
                 StateRecord::ProviderV1(p) => {
                     providers.insert(atlas_protocol::PublicKey(key()?), p);
                 }
-                StateRecord::DealV1(d) => {
-                    deals.insert(atlas_protocol::DealId(key()?), d);
+                StateRecord::DealTermsV1(t) => {
+                    terms.insert(DealId(key()?), Arc::new(t));
+                }
+                StateRecord::RetiredDealV1(()) => {
+                    return Err(LedgerStoreError::Corrupt("a retired deal record".into()))
                 }
             }
         }
         let meta = meta.ok_or_else(|| LedgerStoreError::Corrupt("no state meta record".into()))?;
+        let mut deals = BTreeMap::new();
+        for (id, state) in states {
+            let t = terms
+                .remove(&id)
+                .ok_or_else(|| LedgerStoreError::Corrupt(format!("deal {id} has no terms")))?;
+            deals.insert(id, Deal::from_state(t, state));
+        }
         Ok(Some(Resume {
             height,
             head_hash,
@@ -256,29 +325,54 @@ impl LedgerStore {
         );
         let state = self.cf(CF_STATE);
         let enc =
-            |r: &StateRecord| postcard::to_stdvec(r).expect("serializing to a Vec cannot fail");
-        batch.put_cf(state, b"m", enc(&StateRecord::MetaV1(changes.meta.clone())));
+            |r: &StateRecordRef| postcard::to_stdvec(r).expect("serializing to a Vec cannot fail");
+        batch.put_cf(state, b"m", enc(&StateRecordRef::MetaV1(&changes.meta)));
         for (k, v) in &changes.accounts {
             let key = state_key(b'a', &k.0);
             match v {
-                Some(a) => batch.put_cf(state, key, enc(&StateRecord::AccountV1(a.clone()))),
+                Some(a) => batch.put_cf(state, key, enc(&StateRecordRef::AccountV1(a))),
                 None => batch.delete_cf(state, key),
             }
         }
         for (k, v) in &changes.providers {
             let key = state_key(b'p', &k.0);
             match v {
-                Some(p) => batch.put_cf(state, key, enc(&StateRecord::ProviderV1(p.clone()))),
+                Some(p) => batch.put_cf(state, key, enc(&StateRecordRef::ProviderV1(p))),
                 None => batch.delete_cf(state, key),
             }
         }
+        for (k, t) in &changes.opened {
+            batch.put_cf(
+                state,
+                state_key(b't', &k.0),
+                enc(&StateRecordRef::DealTermsV1(t)),
+            );
+        }
+        let mut record = Vec::new();
         for (k, v) in &changes.deals {
             let key = state_key(b'd', &k.0);
             match v {
-                Some(d) => batch.put_cf(state, key, enc(&StateRecord::DealV1(d.clone()))),
-                None => batch.delete_cf(state, key),
+                Some(bytes) => {
+                    record.clear();
+                    record.push(DEAL_STATE_V1);
+                    record.extend_from_slice(bytes);
+                    batch.put_cf(state, key, &record)
+                }
+                None => {
+                    batch.delete_cf(state, key);
+                    batch.delete_cf(state, state_key(b't', &k.0));
+                }
             }
         }
+        for (k, d) in &changes.ended {
+            batch.put_cf(
+                self.cf(CF_ARCHIVE),
+                k.0,
+                postcard::to_stdvec(&ArchiveRecord::V1(d.clone()))
+                    .expect("serializing to a Vec cannot fail"),
+            );
+        }
+        batch.put_cf(self.cf(CF_META), LAYOUT_KEY, LAYOUT.to_be_bytes());
         let head = HeadRecord::V1 {
             height: header.height,
             head_hash: header.hash(),
@@ -291,6 +385,19 @@ impl LedgerStore {
         let mut w = WriteOptions::default();
         w.set_sync(true);
         self.db.write_opt(batch, &w).map_err(db_err)
+    }
+
+    /// An ended deal, from the archive.
+    pub fn archived_deal(&self, id: &DealId) -> Result<Option<Deal>, LedgerStoreError> {
+        self.db
+            .get_cf(self.cf(CF_ARCHIVE), id.0)
+            .map_err(db_err)?
+            .map(|b| {
+                postcard::from_bytes(&b)
+                    .map(|ArchiveRecord::V1(d)| d)
+                    .map_err(|e| LedgerStoreError::Corrupt(format!("archived deal {id}: {e}")))
+            })
+            .transpose()
     }
 
     /// The block at `height`, if persisted.

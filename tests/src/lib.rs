@@ -480,6 +480,7 @@ pub async fn read_back(
     use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
     let d = atlas_node::creator::deal_info(client, deal).await?;
     let manifest = d
+        .terms
         .manifest
         .verify()
         .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
@@ -543,6 +544,7 @@ pub async fn read_object(
         .first()
         .ok_or_else(|| anyhow::anyhow!("no live deal of the object"))?;
     let manifest = d
+        .terms
         .manifest
         .verify()
         .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;

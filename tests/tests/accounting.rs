@@ -81,7 +81,7 @@ async fn ledger_store_and_disk_agree_across_a_deal_end_and_a_restart() {
     let both = all_agree(&client, &cluster, "the books to agree with two deals").await;
     assert_eq!(
         both,
-        a_deal.slot_len * 6 + b_deal.slot_len * 3,
+        a_deal.terms.slot_len * 6 + b_deal.terms.slot_len * 3,
         "every slot of both deals is held once"
     );
 
@@ -106,11 +106,11 @@ async fn ledger_store_and_disk_agree_across_a_deal_end_and_a_restart() {
             }
             total += used;
         }
-        Ok((total == b_deal.slot_len * 3).then_some(total))
+        Ok((total == b_deal.terms.slot_len * 3).then_some(total))
     })
     .await
     .expect("collected");
-    assert_eq!(only_b, b_deal.slot_len * 3);
+    assert_eq!(only_b, b_deal.terms.slot_len * 3);
 
     // A restart of every provider changes none of it.
     let providers = std::mem::take(&mut cluster.providers);
@@ -121,7 +121,7 @@ async fn ledger_store_and_disk_agree_across_a_deal_end_and_a_restart() {
     }
     assert_eq!(
         all_agree(&client, &cluster, "the books to agree after a restart").await,
-        b_deal.slot_len * 3
+        b_deal.terms.slot_len * 3
     );
     let d = atlas_node::creator::deal_info(&client, b).await.expect("b");
     assert!(d

@@ -77,7 +77,7 @@ async fn scenario() {
         .await
         .expect("observer connects");
     let opened = creator::deal_info(&observer, deal_id).await.expect("deal");
-    assert_eq!(opened.object, manifest.id());
+    assert_eq!(opened.terms.object, manifest.id());
 
     // Every holder is paid for five proven epochs.
     wait_for(

@@ -226,11 +226,11 @@ pub fn get(ctx: &Context, args: GetArgs) -> Result<()> {
         let client = LedgerClient::connect(&key, addr).await?;
         let (_, deal) = creator::find_deal(&client, &args.id).await?;
         let manifest = deal
-            .manifest
+            .terms.manifest
             .verify()
             .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
         // Holders from every live deal of the object: shards are verified against the manifest.
-        let holders = creator::object_holders(&client, &deal.object).await?;
+        let holders = creator::object_holders(&client, &deal.terms.object).await?;
         let mut source = NetShardSource::new(
             tokio::runtime::Handle::current(),
             client.net().clone(),
@@ -306,6 +306,7 @@ pub fn status(ctx: &Context, args: StatusArgs) -> Result<()> {
 
 fn print_status(ctx: &Context, deal_id: DealId, deal: &Deal, epoch: u64) -> Result<()> {
     let manifest = deal
+        .terms
         .manifest
         .verify()
         .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
@@ -313,13 +314,13 @@ fn print_status(ctx: &Context, deal_id: DealId, deal: &Deal, epoch: u64) -> Resu
     let margin = margin(deal)?;
     if ctx.json {
         ctx.print_json(&json!({
-            "object_id": deal.object.to_string(),
+            "object_id": deal.terms.object.to_string(),
             "deal_id": deal_id.to_string(),
             "name": m.name,
             "size": m.size,
             "data_shards": m.data_shards,
             "parity_shards": m.parity_shards,
-            "slot_len": deal.slot_len,
+            "slot_len": deal.terms.slot_len,
             "epoch": epoch,
             "end_epoch": deal.end_epoch,
             "ended": deal.ended,
@@ -340,7 +341,7 @@ fn print_status(ctx: &Context, deal_id: DealId, deal: &Deal, epoch: u64) -> Resu
         }));
         return Ok(());
     }
-    println!("object   {}", deal.object);
+    println!("object   {}", deal.terms.object);
     println!("deal     {}", deal_id);
     println!(
         "file     {} ({}), {}+{}",
@@ -386,6 +387,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
     let mut rows = Vec::new();
     for (id, d) in &deals {
         let m = d
+            .terms
             .manifest
             .verify()
             .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
@@ -400,7 +402,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
     if ctx.json {
         ctx.print_json(&json!({
             "objects": rows.iter().map(|(id, d, name, size, margin)| json!({
-                "object_id": d.object.to_string(),
+                "object_id": d.terms.object.to_string(),
                 "deal_id": id.to_string(),
                 "name": name,
                 "size": size,
@@ -418,7 +420,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
     for (_, d, name, size, margin) in &rows {
         println!(
             "{}  {:<24}  {:>10}  {:>6}  {:>10}  {}",
-            d.object.short(),
+            d.terms.object.short(),
             name.chars().take(24).collect::<String>(),
             format_size(*size),
             if d.ended {

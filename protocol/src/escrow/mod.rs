@@ -20,7 +20,7 @@ use crate::sign::PublicKey;
 use crate::tree::TreeShape;
 use serde::{Deserialize, Serialize};
 use state::Tracked;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 pub use tx::{Amount, ChainId, SignedTx, Tx, TxBody, TxError};
 
 /// Most addresses a provider may register.
@@ -175,9 +175,10 @@ pub struct Slot {
     pub failed_by: Option<PublicKey>,
 }
 
-/// One pinned object.
+/// What a deal fixed when it opened. It never changes, so it is stored and hashed once: what an
+/// epoch rewrites of a deal is its [`Deal`] state alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deal {
+pub struct DealTerms {
     pub creator: PublicKey,
     pub object: ObjectId,
     pub manifest: SignedManifest,
@@ -185,6 +186,22 @@ pub struct Deal {
     pub slot_roots: Vec<[u8; 32]>,
     /// Epoch the deal opened in.
     pub start_epoch: u64,
+}
+
+impl DealTerms {
+    /// What the state root commits to for these terms.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"atlas/deal-terms/v1\0");
+        h.update(&postcard::to_stdvec(self).expect("serializing to a Vec cannot fail"));
+        *h.finalize().as_bytes()
+    }
+}
+
+/// One pinned object: its fixed terms and what changes as it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deal {
+    pub terms: std::sync::Arc<DealTerms>,
     /// The first epoch not paid for.
     pub end_epoch: u64,
     /// Tokens left to pay holders with.
@@ -199,7 +216,61 @@ pub struct Deal {
     pub ended: bool,
 }
 
+/// The part of a [`Deal`] that changes, as a store holds it (`S` is `&[Slot]` when borrowed
+/// from a deal for hashing and storing: both encode alike).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DealState<S = Vec<Slot>> {
+    pub end_epoch: u64,
+    pub escrow: Amount,
+    pub reserve: Amount,
+    pub reserve_deposit: Amount,
+    pub slots: S,
+    pub ended: bool,
+}
+
+/// A deal's changing part, borrowed.
+pub type DealStateRef<'a> = DealState<&'a [Slot]>;
+
+impl DealState {
+    /// Decodes [`Deal::encode_state`]'s bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
 impl Deal {
+    /// The part that changes, encoded: what the state root hashes and a store writes.
+    pub fn encode_state(&self) -> Vec<u8> {
+        // Sized for the usual record, so encoding allocates once.
+        let buf = Vec::with_capacity(64 + 96 * self.slots.len());
+        postcard::to_extend(&self.state(), buf).expect("serializing to a Vec cannot fail")
+    }
+
+    /// The part that changes, for hashing and storing.
+    pub fn state(&self) -> DealStateRef<'_> {
+        DealStateRef {
+            end_epoch: self.end_epoch,
+            escrow: self.escrow,
+            reserve: self.reserve,
+            reserve_deposit: self.reserve_deposit,
+            slots: &self.slots,
+            ended: self.ended,
+        }
+    }
+
+    /// A deal from its terms and its stored state.
+    pub fn from_state(terms: std::sync::Arc<DealTerms>, s: DealState) -> Self {
+        Self {
+            terms,
+            end_epoch: s.end_epoch,
+            escrow: s.escrow,
+            reserve: s.reserve,
+            reserve_deposit: s.reserve_deposit,
+            slots: s.slots,
+            ended: s.ended,
+        }
+    }
+
     /// Per-epoch price of all slots.
     pub fn price_per_epoch(&self) -> Amount {
         self.slots.iter().map(|s| s.price).sum()
@@ -373,7 +444,14 @@ pub struct Escrow {
     deals: Tracked<DealId, Deal>,
     /// The live deals of each object, for rules that hold per object rather than per deal.
     /// Derived from `deals` (rebuilt on load), so not part of the state root.
-    objects: BTreeMap<ObjectId, std::collections::BTreeSet<DealId>>,
+    objects: BTreeMap<ObjectId, BTreeSet<DealId>>,
+    /// Who holds what, by creator and which deals have a freed slot: derived like `objects`,
+    /// brought up to date from the deals changed since (see [`Escrow::refresh_indices`]).
+    indices: Indices,
+    /// Terms of the deals opened since the last [`Escrow::take_changes`].
+    opened: Vec<(DealId, std::sync::Arc<DealTerms>)>,
+    /// Deals that ended since the last [`Escrow::take_changes`]; they are no longer in `deals`.
+    ended: Vec<(DealId, Deal)>,
     /// Collateral forfeited by claims never delivered. It goes to nobody: a deal's reserve is
     /// refunded to its creator, who could otherwise bait claimants with a slot nobody can rebuild.
     forfeited: Amount,
@@ -391,6 +469,96 @@ impl PartialEq for Escrow {
 }
 
 impl Eq for Escrow {}
+
+/// Which live deals [`Escrow::indexed_deals`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DealIndex {
+    /// Those in which this provider holds (or is assigned) a slot.
+    HeldBy(PublicKey),
+    /// Those this creator opened.
+    OfCreator(PublicKey),
+    /// Those with a freed slot.
+    Repairable,
+}
+
+/// Look-ups over the live deals, derived from them.
+#[derive(Debug, Clone, Default)]
+struct Indices {
+    by_holder: BTreeMap<PublicKey, BTreeSet<DealId>>,
+    by_creator: BTreeMap<PublicKey, BTreeSet<DealId>>,
+    /// Live deals with a freed slot.
+    repairable: BTreeSet<DealId>,
+    /// Each indexed deal's creator and holders, to take it out again when it changes.
+    entries: BTreeMap<DealId, (PublicKey, Vec<PublicKey>)>,
+}
+
+fn unlist(index: &mut BTreeMap<PublicKey, BTreeSet<DealId>>, key: &PublicKey, id: &DealId) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(id);
+        if set.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+/// The deals of `set` after `after`, with their records.
+fn listed<'a>(
+    deals: &'a Tracked<DealId, Deal>,
+    set: Option<&'a BTreeSet<DealId>>,
+    after: Option<DealId>,
+) -> impl Iterator<Item = (&'a DealId, &'a Deal)> {
+    use std::ops::Bound;
+    let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    set.into_iter()
+        .flat_map(move |s| s.range((from, Bound::Unbounded)))
+        .filter_map(move |id| deals.get(id).map(|d| (id, d)))
+}
+
+impl Indices {
+    fn remove(&mut self, id: &DealId) {
+        if let Some((creator, holders)) = self.entries.remove(id) {
+            for h in &holders {
+                unlist(&mut self.by_holder, h, id);
+            }
+            unlist(&mut self.by_creator, &creator, id);
+        }
+        self.repairable.remove(id);
+    }
+
+    fn holders(d: &Deal) -> Vec<PublicKey> {
+        let mut holders: Vec<PublicKey> = d.slots.iter().filter_map(|s| s.holder).collect();
+        holders.sort();
+        holders.dedup();
+        holders
+    }
+
+    /// Whether the deal is indexed as it is (most changes, a proof or a payment, move nothing).
+    fn is_current(&self, id: &DealId, d: &Deal) -> bool {
+        let holds = |h: &PublicKey| d.slots.iter().any(|s| s.holder.as_ref() == Some(h));
+        self.entries.get(id).is_some_and(|(_, holders)| {
+            holders.iter().all(holds)
+                && d.slots
+                    .iter()
+                    .filter_map(|s| s.holder.as_ref())
+                    .all(|h| holders.contains(h))
+        }) && self.repairable.contains(id) == d.slots.iter().any(|s| s.status == SlotStatus::Freed)
+    }
+
+    fn insert(&mut self, id: DealId, d: &Deal) {
+        let holders = Self::holders(d);
+        for h in &holders {
+            self.by_holder.entry(*h).or_default().insert(id);
+        }
+        self.by_creator
+            .entry(d.terms.creator)
+            .or_default()
+            .insert(id);
+        self.entries.insert(id, (d.terms.creator, holders));
+        if d.slots.iter().any(|s| s.status == SlotStatus::Freed) {
+            self.repairable.insert(id);
+        }
+    }
+}
 
 fn ceil_div(a: u128, b: u128) -> u128 {
     a.div_ceil(b)
@@ -414,6 +582,9 @@ impl Escrow {
             providers: Tracked::default(),
             deals: Tracked::default(),
             objects: BTreeMap::new(),
+            indices: Indices::default(),
+            opened: Vec::new(),
+            ended: Vec::new(),
             forfeited: 0,
             commitment: state::Commitment::default(),
         }
@@ -426,9 +597,11 @@ impl Escrow {
         providers: BTreeMap<PublicKey, Provider>,
         deals: BTreeMap<DealId, Deal>,
     ) -> Self {
-        let mut objects: BTreeMap<ObjectId, std::collections::BTreeSet<DealId>> = BTreeMap::new();
+        let mut objects: BTreeMap<ObjectId, BTreeSet<DealId>> = BTreeMap::new();
+        let mut indices = Indices::default();
         for (id, d) in deals.iter().filter(|(_, d)| !d.ended) {
-            objects.entry(d.object).or_default().insert(*id);
+            objects.entry(d.terms.object).or_default().insert(*id);
+            indices.insert(*id, d);
         }
         Self {
             params: meta.params,
@@ -440,6 +613,9 @@ impl Escrow {
             providers: Tracked::from_map(providers),
             deals: Tracked::from_map(deals),
             objects,
+            indices,
+            opened: Vec::new(),
+            ended: Vec::new(),
             forfeited: meta.forfeited,
             commitment: state::Commitment::default(),
         }
@@ -472,7 +648,8 @@ impl Escrow {
         self.commitment
             .providers
             .update(b'p', self.providers.map(), &p);
-        self.commitment.deals.update(b'd', self.deals.map(), &d);
+        let deals = self.commitment.update_deals(self.deals.map(), &d);
+        self.refresh_indices();
         let meta = self.meta();
         let root = self.commitment.root(&meta);
         let changes = state::Changes {
@@ -484,13 +661,42 @@ impl Escrow {
                 .into_iter()
                 .map(|k| (k, self.providers.get(&k).cloned()))
                 .collect(),
-            deals: d
-                .into_iter()
-                .map(|k| (k, self.deals.get(&k).cloned()))
-                .collect(),
+            deals,
+            opened: std::mem::take(&mut self.opened),
+            ended: std::mem::take(&mut self.ended),
             meta,
         };
         (root, changes)
+    }
+
+    /// Brings the derived look-ups up to date with the deals changed since the last call.
+    fn refresh_indices(&mut self) {
+        for id in self.deals.take_stale() {
+            let d = self.deals.get(&id);
+            if d.is_some_and(|d| self.indices.is_current(&id, d)) {
+                continue;
+            }
+            self.indices.remove(&id);
+            if let Some(d) = d {
+                self.indices.insert(id, d);
+            }
+        }
+    }
+
+    /// The live deals `index` lists, in id order after `after`, from the derived indices (so
+    /// the cost is what is listed, not the state).
+    pub fn indexed_deals(
+        &mut self,
+        index: DealIndex,
+        after: Option<DealId>,
+    ) -> impl Iterator<Item = (&DealId, &Deal)> {
+        self.refresh_indices();
+        let set = match index {
+            DealIndex::HeldBy(p) => self.indices.by_holder.get(&p),
+            DealIndex::OfCreator(c) => self.indices.by_creator.get(&c),
+            DealIndex::Repairable => Some(&self.indices.repairable),
+        };
+        listed(&self.deals, set, after)
     }
 
     /// The id of the chain whose genesis has these rules and this beacon.
@@ -723,7 +929,7 @@ impl Escrow {
             } => self.open_deal(tx, manifest, providers, *epochs, *max_price)?,
             TxBody::AcceptSlot { deal, slot } => {
                 let epoch = self.epoch;
-                let slot_len = self.live_deal(deal)?.slot_len;
+                let slot_len = self.live_deal(deal)?.terms.slot_len;
                 let s = self.slot(deal, *slot)?;
                 let SlotStatus::Pending { claimed, .. } = s.status else {
                     return Err(EscrowError::WrongSlotState(s.status));
@@ -764,11 +970,11 @@ impl Escrow {
                 }
                 // One slot of an object per provider, across every live deal of it: a provider
                 // never holds bytes that two deals of one object both count on.
-                if self.holds_object(&signer, &d.object) {
+                if self.holds_object(&signer, &d.terms.object) {
                     return Err(EscrowError::HoldsObject);
                 }
-                let need = self.params.slot_collateral(s.price, d.slot_len);
-                let slot_len = d.slot_len;
+                let need = self.params.slot_collateral(s.price, d.terms.slot_len);
+                let slot_len = d.terms.slot_len;
                 self.check_capacity(&signer, slot_len)?;
                 self.lock_collateral(&signer, need)?;
                 self.providers
@@ -820,7 +1026,7 @@ impl Escrow {
                 if d.ended {
                     return Err(EscrowError::DealEnded);
                 }
-                if d.creator != signer {
+                if d.terms.creator != signer {
                     return Err(EscrowError::NotCreator);
                 }
                 // Proofs of the current epoch are still paid; the deal ends at its boundary.
@@ -980,15 +1186,19 @@ impl Escrow {
             })
             .collect::<Vec<_>>();
         self.objects.entry(object).or_default().insert(id);
+        let terms = std::sync::Arc::new(DealTerms {
+            creator: tx.signer,
+            object,
+            manifest: manifest.clone(),
+            slot_len,
+            slot_roots: verified.manifest().slot_roots.clone(),
+            start_epoch: self.epoch,
+        });
+        self.opened.push((id, terms.clone()));
         self.deals.insert(
             id,
             Deal {
-                creator: tx.signer,
-                object,
-                manifest: manifest.clone(),
-                slot_len,
-                slot_roots: verified.manifest().slot_roots.clone(),
-                start_epoch: self.epoch,
+                terms,
                 end_epoch,
                 escrow,
                 reserve,
@@ -1034,9 +1244,9 @@ impl Escrow {
         if s.proven == Some(epoch) {
             return Err(EscrowError::AlreadyProven);
         }
-        let shape =
-            TreeShape::new(d.slot_len).map_err(|e| EscrowError::InvalidProof(e.to_string()))?;
-        let root = blake3::Hash::from_bytes(d.slot_roots[slot as usize]);
+        let shape = TreeShape::new(d.terms.slot_len)
+            .map_err(|e| EscrowError::InvalidProof(e.to_string()))?;
+        let root = blake3::Hash::from_bytes(d.terms.slot_roots[slot as usize]);
         let challenge = Challenge::derive(&beacon, deal, slot, epoch, shape.chunks(), samples);
         proof
             .verify(&challenge, &shape, &root)
@@ -1063,6 +1273,8 @@ impl Escrow {
             .map(|(k, _)| *k)
             .collect();
 
+        // What each holder earned this epoch, paid once per holder after the sweep.
+        let mut payouts: BTreeMap<PublicKey, Amount> = BTreeMap::new();
         // Only live deals are touched (and so written and rehashed).
         let ids: Vec<DealId> = self
             .deals
@@ -1086,7 +1298,7 @@ impl Escrow {
                             let amount = s.price.min(d.escrow);
                             d.escrow -= amount;
                             s.paid += amount;
-                            pay(&mut self.accounts, &holder, amount);
+                            *payouts.entry(holder).or_default() += amount;
                             events.push(Event::Paid {
                                 deal: id,
                                 slot: j,
@@ -1099,7 +1311,7 @@ impl Escrow {
                                     .saturating_mul(params.bounty_epochs as u128)
                                     .min(d.reserve);
                                 d.reserve -= bounty;
-                                pay(&mut self.accounts, &holder, bounty);
+                                *payouts.entry(holder).or_default() += bounty;
                                 s.bounty_due = false;
                                 events.push(Event::BountyPaid {
                                     deal: id,
@@ -1130,7 +1342,7 @@ impl Escrow {
                                 // The rest of its collateral is forfeited to the repair reserve.
                                 d.reserve += s.collateral;
                                 s.collateral = 0;
-                                released.push((holder, 0, d.slot_len));
+                                released.push((holder, 0, d.terms.slot_len));
                                 free(s);
                                 s.failed_by = Some(holder);
                                 events.push(Event::Freed {
@@ -1151,7 +1363,7 @@ impl Escrow {
                             self.forfeited = self.forfeited.saturating_add(s.collateral);
                             s.collateral = 0;
                         }
-                        released.push((holder, 0, d.slot_len));
+                        released.push((holder, 0, d.terms.slot_len));
                         free(s);
                         s.failed_by = Some(holder);
                         events.push(Event::Freed {
@@ -1176,9 +1388,9 @@ impl Escrow {
                         if failing {
                             d.reserve = d.reserve.saturating_add(s.collateral);
                             s.failed_by = Some(holder);
-                            released.push((holder, 0, d.slot_len));
+                            released.push((holder, 0, d.terms.slot_len));
                         } else {
-                            released.push((holder, s.collateral, d.slot_len));
+                            released.push((holder, s.collateral, d.terms.slot_len));
                         }
                         s.collateral = 0;
                         free(s);
@@ -1194,7 +1406,7 @@ impl Escrow {
             if ends {
                 for s in d.slots.iter_mut() {
                     if let Some(holder) = s.holder.take() {
-                        released.push((holder, s.collateral, d.slot_len));
+                        released.push((holder, s.collateral, d.terms.slot_len));
                     }
                     s.collateral = 0;
                     s.status = SlotStatus::Ended;
@@ -1205,7 +1417,7 @@ impl Escrow {
                 d.escrow = 0;
                 d.reserve = 0;
                 d.ended = true;
-                let (creator, object) = (d.creator, d.object);
+                let (creator, object) = (d.terms.creator, d.terms.object);
                 pay(&mut self.accounts, &creator, refunded);
                 events.push(Event::DealEnded { deal: id, refunded });
                 if let Some(live) = self.objects.get_mut(&object) {
@@ -1214,6 +1426,9 @@ impl Escrow {
                         self.objects.remove(&object);
                     }
                 }
+                // An ended deal leaves the live state: a store archives it.
+                let d = self.deals.remove(&id).expect("id listed above");
+                self.ended.push((id, d));
             }
             for (holder, collateral, len) in released {
                 if let Some(p) = self.providers.get_mut(&holder) {
@@ -1224,14 +1439,15 @@ impl Escrow {
                 }
             }
         }
+        for (holder, amount) in payouts {
+            pay(&mut self.accounts, &holder, amount);
+        }
         // A provider that has left and holds nothing gets its collateral pool back.
+        if !leaving.is_empty() {
+            self.refresh_indices();
+        }
         for key in leaving {
-            let holds = self
-                .deals
-                .map()
-                .values()
-                .any(|d| !d.ended && d.slots.iter().any(|s| s.holder == Some(key)));
-            if !holds {
+            if !self.indices.by_holder.contains_key(&key) {
                 if let Some(p) = self.providers.remove(&key) {
                     pay(&mut self.accounts, &key, p.collateral);
                     events.push(Event::ProviderExited { provider: key });

@@ -8,9 +8,10 @@
 //! The state root is `BLAKE3("atlas/state/v2" || meta || 256 account bucket hashes || 256
 //! provider bucket hashes || 256 deal bucket hashes)`. A bucket hash is `BLAKE3("atlas/bucket/v1"
 //! || the leaf hashes of its records in key order)`, and a record's leaf is `BLAKE3(
-//! "atlas/leaf/v1" || kind || key || postcard(record))`.
+//! "atlas/leaf/v1" || kind || key || postcard(record))`; a deal's record is its terms' digest
+//! followed by its changing state (so the terms, which hold the manifest, are hashed once).
 
-use super::{Account, Deal, Params, Provider};
+use super::{Account, Deal, DealTerms, Params, Provider};
 use crate::id::DealId;
 use crate::sign::PublicKey;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Tracked<K, V> {
     map: BTreeMap<K, V>,
     dirty: BTreeSet<K>,
+    /// Keys changed since derived indices were last brought up to date.
+    stale: BTreeSet<K>,
 }
 
 impl<K, V> Default for Tracked<K, V> {
@@ -28,6 +31,7 @@ impl<K, V> Default for Tracked<K, V> {
         Self {
             map: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            stale: BTreeSet::new(),
         }
     }
 }
@@ -52,6 +56,7 @@ impl<K: Ord + Copy, V> Tracked<K, V> {
         Self {
             map,
             dirty: BTreeSet::new(),
+            stale: BTreeSet::new(),
         }
     }
     pub fn get(&self, k: &K) -> Option<&V> {
@@ -60,25 +65,31 @@ impl<K: Ord + Copy, V> Tracked<K, V> {
     pub fn contains_key(&self, k: &K) -> bool {
         self.map.contains_key(k)
     }
+    fn touch(&mut self, k: K) {
+        self.dirty.insert(k);
+        self.stale.insert(k);
+    }
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         let v = self.map.get_mut(k)?;
         self.dirty.insert(*k);
+        self.stale.insert(*k);
         Some(v)
     }
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
-        self.dirty.insert(k);
+        self.touch(k);
         self.map.insert(k, v)
     }
     pub fn remove(&mut self, k: &K) -> Option<V> {
         let v = self.map.remove(k)?;
         self.dirty.insert(*k);
+        self.stale.insert(*k);
         Some(v)
     }
     pub fn get_or_default(&mut self, k: K) -> &mut V
     where
         V: Default,
     {
-        self.dirty.insert(k);
+        self.touch(k);
         self.map.entry(k).or_default()
     }
     pub fn map(&self) -> &BTreeMap<K, V> {
@@ -87,6 +98,11 @@ impl<K: Ord + Copy, V> Tracked<K, V> {
     /// The keys changed since the last call.
     pub fn take_dirty(&mut self) -> BTreeSet<K> {
         std::mem::take(&mut self.dirty)
+    }
+    /// The keys changed since the last call, for derived indices (independent of
+    /// [`Tracked::take_dirty`]).
+    pub fn take_stale(&mut self) -> BTreeSet<K> {
+        std::mem::take(&mut self.stale)
     }
 }
 
@@ -141,29 +157,61 @@ impl<K> std::fmt::Debug for MapCommitment<K> {
     }
 }
 
-fn leaf<K: RecordKey, V: Serialize>(kind: u8, k: &K, v: &V) -> [u8; 32] {
+fn leaf<K: RecordKey>(kind: u8, k: &K, parts: &[&[u8]]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"atlas/leaf/v1\0");
     h.update(&[kind]);
     h.update(&k.key_bytes());
-    h.update(&postcard::to_stdvec(v).expect("serializing to a Vec cannot fail"));
+    for p in parts {
+        h.update(p);
+    }
     *h.finalize().as_bytes()
+}
+
+fn encode<V: Serialize + ?Sized>(v: &V) -> Vec<u8> {
+    postcard::to_stdvec(v).expect("serializing to a Vec cannot fail")
+}
+
+/// A record's leaf hash.
+fn record_leaf<K: RecordKey, V: Serialize>(kind: u8, k: &K, v: &V) -> [u8; 32] {
+    leaf(kind, k, &[&encode(v)])
+}
+
+/// A deal's leaf: its terms' digest (computed once per deal) and its encoded changing state.
+fn deal_leaf(
+    k: &DealId,
+    d: &Deal,
+    state: &[u8],
+    digests: &mut BTreeMap<DealId, [u8; 32]>,
+) -> [u8; 32] {
+    let digest = *digests.entry(*k).or_insert_with(|| d.terms.digest());
+    leaf(b'd', k, &[&digest, state])
 }
 
 impl<K: RecordKey> MapCommitment<K> {
     /// Brings the hashes up to date with `map` after the keys in `dirty` changed (all of them
     /// the first time).
     pub fn update<V: Serialize>(&mut self, kind: u8, map: &BTreeMap<K, V>, dirty: &BTreeSet<K>) {
+        self.update_with(map, dirty, |k, v| record_leaf(kind, k, v))
+    }
+
+    /// As [`MapCommitment::update`], with `leaf_of` giving a record's leaf hash.
+    pub fn update_with<V>(
+        &mut self,
+        map: &BTreeMap<K, V>,
+        dirty: &BTreeSet<K>,
+        mut leaf_of: impl FnMut(&K, &V) -> [u8; 32],
+    ) {
         let mut touched = BTreeSet::new();
         if self.buckets.is_empty() {
-            self.leaves = map.iter().map(|(k, v)| (*k, leaf(kind, k, v))).collect();
+            self.leaves = map.iter().map(|(k, v)| (*k, leaf_of(k, v))).collect();
             self.buckets = vec![[0; 32]; 256];
             touched.extend(0..=255u8);
         } else {
             for k in dirty {
                 match map.get(k) {
                     Some(v) => {
-                        self.leaves.insert(*k, leaf(kind, k, v));
+                        self.leaves.insert(*k, leaf_of(k, v));
                     }
                     None => {
                         self.leaves.remove(k);
@@ -208,13 +256,52 @@ pub struct Commitment {
     pub accounts: MapCommitment<PublicKey>,
     pub providers: MapCommitment<PublicKey>,
     pub deals: MapCommitment<DealId>,
+    /// Each live deal's terms digest.
+    terms: BTreeMap<DealId, [u8; 32]>,
 }
 
 impl Commitment {
+    /// Brings the deal hashes up to date after the deals in `dirty` changed, and returns each
+    /// changed deal's encoded state ([`Deal::encode_state`]; `None` where it was removed), the
+    /// bytes that were hashed, for a store to write as they are.
+    pub fn update_deals(
+        &mut self,
+        map: &BTreeMap<DealId, Deal>,
+        dirty: &BTreeSet<DealId>,
+    ) -> Vec<(DealId, Option<Vec<u8>>)> {
+        let terms = &mut self.terms;
+        let mut encoded = Vec::with_capacity(dirty.len());
+        for k in dirty {
+            match map.get(k) {
+                Some(d) => encoded.push((*k, Some(d.encode_state()))),
+                None => {
+                    terms.remove(k);
+                    encoded.push((*k, None));
+                }
+            }
+        }
+        if self.deals.buckets.is_empty() {
+            // The first time every deal is hashed.
+            self.deals
+                .update_with(map, dirty, |k, d| deal_leaf(k, d, &d.encode_state(), terms));
+        } else {
+            let mut states = encoded.iter();
+            self.deals.update_with(map, dirty, |k, d| {
+                // `update_with` visits the present dirty keys in order, as `encoded` lists them.
+                let state = states
+                    .by_ref()
+                    .find_map(|(id, e)| (id == k).then_some(e.as_deref()).flatten())
+                    .expect("every present dirty deal was encoded");
+                deal_leaf(k, d, state, terms)
+            });
+        }
+        encoded
+    }
+
     pub fn root(&self, meta: &Meta) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
         h.update(b"atlas/state/v2\0");
-        h.update(&postcard::to_stdvec(meta).expect("serializing to a Vec cannot fail"));
+        h.update(&encode(meta));
         for buckets in [
             self.accounts.buckets(),
             self.providers.buckets(),
@@ -234,5 +321,11 @@ pub struct Changes {
     pub meta: Meta,
     pub accounts: Vec<(PublicKey, Option<Account>)>,
     pub providers: Vec<(PublicKey, Option<Provider>)>,
-    pub deals: Vec<(DealId, Option<Deal>)>,
+    /// Each changed deal's encoded state ([`Deal::encode_state`]), `None` where it left.
+    pub deals: Vec<(DealId, Option<Vec<u8>>)>,
+    /// Deals opened by the block: their terms are new (a store writes terms once).
+    pub opened: Vec<(DealId, std::sync::Arc<DealTerms>)>,
+    /// Deals that ended and left the live state (also listed in `deals` as removed), in their
+    /// final form, for a store's archive.
+    pub ended: Vec<(DealId, Deal)>,
 }
