@@ -135,6 +135,8 @@ pub struct Provider {
     /// Stored slots no live deal assigns here, with the epoch they were first seen so.
     orphans: std::sync::Mutex<HashMap<SlotKey, u64>>,
     gc_grace_epochs: u64,
+    /// Set when something the prover's round would retry failed elsewhere (an accept).
+    recheck: std::sync::atomic::AtomicBool,
     /// Shard streams accepted from the start (so no reader meets a provider that is up but does
     /// not yet speak the shard protocol); `serve_streams` takes them.
     incoming: std::sync::Mutex<Option<libp2p_stream::IncomingStreams>>,
@@ -187,6 +189,7 @@ impl Provider {
             submitted: std::sync::Mutex::new(HashMap::new()),
             orphans: std::sync::Mutex::new(HashMap::new()),
             gc_grace_epochs: config.gc_grace_epochs,
+            recheck: std::sync::atomic::AtomicBool::new(false),
             incoming: std::sync::Mutex::new(Some(incoming)),
             metrics: ProviderMetrics::register(registry),
         });
@@ -452,6 +455,8 @@ impl Provider {
                 match me.submit(TxBody::AcceptSlot { deal, slot }).await {
                     Ok(h) => tracing::info!(deal = %deal.short(), slot, block = h, "slot accepted"),
                     Err(e) => {
+                        // The prover's next round looks at the slot again.
+                        me.recheck.store(true, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(deal = %deal.short(), slot, error = %format!("{e:#}"), "accepting the slot failed")
                     }
                 }
@@ -499,6 +504,17 @@ impl Provider {
                 .map(|(k, _)| *k)
                 .collect()
         };
+        {
+            // Proofs the ledger has recorded need no more watching.
+            let mut sent = self.submitted.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, deal) in &deals {
+                for (j, slot) in deal.slots.iter().enumerate() {
+                    if let Some(e) = slot.proven {
+                        sent.remove(&(*id, j as u16, e));
+                    }
+                }
+            }
+        }
         for (id, deal) in &deals {
             let (object, specs) = deal_specs(deal)?;
             for (j, slot) in deal.slots.iter().enumerate() {
@@ -882,12 +898,40 @@ impl Provider {
         }
     }
 
-    /// Proves what is due at each new block, checking the chain's head every `poll`, until
-    /// shutdown. Between blocks the ledger is asked for its status alone.
+    /// Whether a proof sent for this epoch may need sending again: the ledger no longer counts
+    /// its nonce (it restarted and lost its queue), or it is still unrecorded a few blocks on.
+    async fn resend_due(&self, status: &ChainStatus) -> Result<bool> {
+        let stale_at = {
+            let sent = self.submitted.lock().unwrap_or_else(|p| p.into_inner());
+            let mine: Vec<SentProof> = sent
+                .iter()
+                .filter(|((_, _, e), _)| *e == status.epoch)
+                .map(|(_, v)| *v)
+                .collect();
+            if mine.is_empty() {
+                return Ok(false);
+            }
+            mine
+        };
+        if stale_at
+            .iter()
+            .any(|(at, _)| status.height >= at + RESEND_AFTER_BLOCKS)
+        {
+            return Ok(true);
+        }
+        let next_nonce = self.ledger.account(&self.key.public()).await?.nonce;
+        Ok(stale_at.iter().any(|(_, nonce)| *nonce >= next_nonce))
+    }
+
+    /// Proves what is due, checking the chain's head every `poll`, until shutdown. The deals it
+    /// holds are read once an epoch (when its proofs fall due; a slot accepted during an epoch is
+    /// first due in the next), and again within the epoch only when a proof it sent may need
+    /// resending; otherwise the ledger is asked for its status alone, so what a provider costs
+    /// the ledger between epochs does not grow with what it holds.
     pub async fn run_prover(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut proved_at = None;
+        let (mut proved_in, mut checked_at) = (None, None);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -900,12 +944,27 @@ impl Provider {
                     continue;
                 }
             };
-            if proved_at == Some(status.height) {
+            if checked_at == Some(status.height) {
+                continue;
+            }
+            let due = proved_in != Some(status.epoch)
+                || self
+                    .recheck
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                || match self.resend_due(&status).await {
+                    Ok(due) => due,
+                    Err(e) => {
+                        tracing::debug!(error = %format!("{e:#}"), "ledger unreachable");
+                        continue;
+                    }
+                };
+            if !due {
+                checked_at = Some(status.height);
                 continue;
             }
             match self.prove_round(&status).await {
                 Ok(n) => {
-                    proved_at = Some(status.height);
+                    (proved_in, checked_at) = (Some(status.epoch), Some(status.height));
                     if n > 0 {
                         tracing::info!(proofs = n, "proved");
                     }
