@@ -40,7 +40,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size '{text}' is out of range"))
 }
 
-/// Parses a duration: `500ms`, `1s`, `2m`, `1h`.
+/// Parses a duration: `500ms`, `1s`, `2m`, `1h`, `30d`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -52,10 +52,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "ms" => std::time::Duration::from_millis(n),
         "s" | "" => std::time::Duration::from_secs(n),
         "m" => std::time::Duration::from_secs(n * 60),
-        "h" => std::time::Duration::from_secs(n * 3600),
+        "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        "d" => std::time::Duration::from_secs(n.saturating_mul(86_400)),
         other => {
             return Err(format!(
-                "unknown duration unit '{other}' in '{text}' (use ms, s, m, h)"
+                "unknown duration unit '{other}' in '{text}' (use ms, s, m, h, d)"
             ))
         }
     };
@@ -63,6 +64,17 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         return Err(format!("duration '{text}' must be more than zero"));
     }
     Ok(d)
+}
+
+/// The shard size for a file of `size` bytes split `data_shards` ways: one stripe's share of the
+/// file rounded up to a power of two, between 64 KiB and 1 MiB, so a small file does not take a
+/// whole 1 MiB shard per slot.
+pub fn auto_shard_size(size: u64, data_shards: u16) -> u64 {
+    let share = size.div_ceil(u64::from(data_shards.max(1)));
+    share
+        .checked_next_power_of_two()
+        .unwrap_or(u64::MAX)
+        .clamp(64 * 1024, 1024 * 1024)
 }
 
 /// Formats bytes for people: `1.5 GiB`.
@@ -84,6 +96,25 @@ pub fn format_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_file_gets_a_small_shard() {
+        // A 1 MiB video at 4+2 takes 6 x 256 KiB of provider disk, not 6 x 1 MiB.
+        assert_eq!(auto_shard_size(1 << 20, 4), 256 << 10);
+        assert_eq!(auto_shard_size(1, 4), 64 << 10);
+        assert_eq!(auto_shard_size(0, 4), 64 << 10);
+        assert_eq!(auto_shard_size(1 << 30, 4), 1 << 20);
+        assert_eq!(auto_shard_size(u64::MAX, 1), 1 << 20);
+    }
+
+    #[test]
+    fn deal_lengths_parse_in_days() {
+        assert_eq!(
+            parse_duration("30d"),
+            Ok(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert!(parse_duration("3w").is_err());
+    }
 
     #[test]
     fn sizes_parse_as_documented() {

@@ -5,7 +5,7 @@ use crate::client::{ledger_addr, LedgerClient};
 use crate::creator::{self, margin, NetShardSource};
 use crate::encode::{encode_file, EncodeRequest};
 use crate::progress::Progress;
-use crate::units::{format_size, parse_size};
+use crate::units::{auto_shard_size, format_size, parse_duration, parse_size};
 use anyhow::{bail, Result};
 use atlas_protocol::escrow::{Deal, SlotStatus};
 use atlas_protocol::DealId;
@@ -24,15 +24,20 @@ pub struct PinArgs {
     /// Parity shards per stripe (m): how many holders may be lost.
     #[arg(long, short = 'm', default_value_t = 2)]
     pub parity_shards: u16,
-    /// Shard size: a power of two from 64KiB to 4MiB.
-    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
-    pub shard_size: u64,
-    /// Epochs to pay for.
-    #[arg(long, default_value_t = 100)]
-    pub epochs: u64,
-    /// Highest provider price per GiB-epoch to accept.
-    #[arg(long, default_value_t = u128::MAX)]
-    pub max_price: u128,
+    /// Shard size: a power of two from 64KiB to 4MiB [default: the file's share per data shard,
+    /// rounded up to a power of two, from 64KiB to 1MiB].
+    #[arg(long, value_parser = parse_size)]
+    pub shard_size: Option<u64>,
+    /// How long to keep the file, e.g. 30d, 12h (turned into epochs at the chain's block time)
+    /// [default: 7d].
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration, conflicts_with = "epochs")]
+    pub duration: Option<std::time::Duration>,
+    /// Epochs to pay for, instead of --for.
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Highest provider price per GiB-epoch to accept [default: any].
+    #[arg(long)]
+    pub max_price: Option<u128>,
     /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
     #[arg(long)]
     pub ledger: Option<String>,
@@ -129,6 +134,20 @@ fn slot_state(s: &SlotStatus) -> String {
     }
 }
 
+/// How long `pin` keeps a file when neither `--for` nor `--epochs` is given.
+const DEFAULT_DEAL_LENGTH: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Epochs covering `d` at the chain's block time (at least one).
+fn epochs_for(d: std::time::Duration, status: &atlas_protocol::wire::ChainStatus) -> u64 {
+    let epoch_ms = status
+        .block_time_ms
+        .saturating_mul(status.epoch_blocks)
+        .max(1);
+    u64::try_from(d.as_millis().div_ceil(u128::from(epoch_ms)))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
     let home = ctx.home()?;
     let key = home.load_key()?;
@@ -146,7 +165,12 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
             out: &tmp,
             data_shards: args.data_shards,
             parity_shards: args.parity_shards,
-            shard_size: args.shard_size,
+            shard_size: args.shard_size.unwrap_or_else(|| {
+                auto_shard_size(
+                    std::fs::metadata(&args.file).map_or(0, |m| m.len()),
+                    args.data_shards,
+                )
+            }),
             name: None,
             media_type: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -163,6 +187,13 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
     let quiet = ctx.quiet;
     let deal = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
+        let epochs = match (args.epochs, args.duration) {
+            (Some(e), _) => e,
+            (None, d) => {
+                let status = client.status().await?;
+                epochs_for(d.unwrap_or(DEFAULT_DEAL_LENGTH), &status)
+            }
+        };
         let mut up = Progress::new(
             "uploading",
             layout.slot_len() * layout.total_shards() as u64,
@@ -173,8 +204,8 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
             client.net(),
             &key,
             &dir,
-            args.epochs,
-            args.max_price,
+            epochs,
+            args.max_price.unwrap_or(u128::MAX),
             &mut |done, _| up.update(done),
         )
         .await?;
@@ -198,7 +229,7 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
     } else {
         println!("{}", manifest.id());
         eprintln!(
-            "pinned {} ({}) as {}+{} to {} providers; deal {}, {} per epoch, escrow {} (until epoch {})",
+            "pinned {} ({}) as {}+{} to {} providers; deal {}, {} per epoch, {} paid in escrow and {} in reserve (until epoch {})",
             args.file.display(),
             format_size(size),
             layout.data_shards(),
@@ -207,6 +238,7 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
             deal_id.short(),
             info.price_per_epoch(),
             info.escrow,
+            info.reserve,
             info.end_epoch
         );
     }
@@ -358,7 +390,14 @@ fn print_status(ctx: &Context, deal_id: DealId, deal: &Deal, epoch: u64) -> Resu
         deal.epochs_covered(),
         deal.reserve
     );
-    println!("health   {margin} slot(s) may still be lost");
+    if margin >= 0 {
+        println!("health   {margin} slot(s) may still be lost");
+    } else {
+        println!(
+            "health   {} slot(s) short of a readable copy: the object cannot be read back",
+            -margin
+        );
+    }
     println!("slot  holder        state        misses  repairs  paid");
     for (j, s) in deal.slots.iter().enumerate() {
         println!(
@@ -426,7 +465,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
             if d.ended {
                 "ended".to_string()
             } else {
-                format!("+{margin}")
+                format!("{margin:+}")
             },
             d.escrow,
             d.end_epoch
@@ -435,7 +474,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
     let live: Vec<_> = rows.iter().filter(|r| !r.1.ended).collect();
     if let Some(worst) = live.iter().map(|r| r.4).min() {
         println!(
-            "{} objects; worst health +{worst} (slots that may still be lost)",
+            "{} objects; worst health {worst:+} (slots that may still be lost)",
             live.len()
         );
     } else {
