@@ -12,6 +12,7 @@ use atlas_protocol::manifest::{Manifest, MANIFEST_VERSION};
 use atlas_protocol::tree::{Outboard, TreeError, GROUP_LEN};
 use atlas_protocol::{DealId, Keypair, PublicKey};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use std::collections::{BTreeMap, BTreeSet};
 
 const KEYS: usize = 8;
@@ -563,7 +564,7 @@ fn run(w: &mut World, op: Op) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))), ..ProptestConfig::default() })]
 
     #[test]
     fn escrow_invariants_hold_under_any_sequence(ops in prop::collection::vec(op(), 1..120)) {

@@ -6,6 +6,7 @@ use atlas_protocol::erasure::{decode_range, encode, DecodeError, ShardSource, Sl
 use atlas_protocol::tree::{Outboard, GROUP_LEN};
 use atlas_protocol::{DealId, Layout};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
@@ -231,7 +232,7 @@ fn intact_reads_touch_only_the_data_shards_they_need() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))), ..ProptestConfig::default() })]
 
     #[test]
     fn any_size_round_trips_with_any_m_slots_lost(

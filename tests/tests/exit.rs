@@ -78,7 +78,9 @@ async fn an_exiting_provider_hands_its_slot_over_and_gets_its_collateral_back() 
         })
         .await
         .expect("provider left");
-        let locked = d.slots[3].price * 10;
+        // What the slot had locked: the rules' collateral for its price and length.
+        let params = observer.status().await.expect("status").params;
+        let locked = params.slot_collateral(d.slots[3].price, d.terms.slot_len);
         assert!(
             back >= balance_before + pool + locked,
             "balance {back} < {balance_before} + pool {pool} + locked {locked}"
