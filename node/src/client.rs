@@ -2,9 +2,9 @@
 
 use crate::net::{self, NetConfig, NetHandle};
 use anyhow::{anyhow, bail, Context as _, Result};
-use atlas_protocol::escrow::{Account, ChainId, Tx, TxBody};
+use atlas_protocol::escrow::{Account, ChainId, EscrowError, Tx, TxBody};
 use atlas_protocol::escrow::{Deal, Provider};
-use atlas_protocol::wire::{ChainStatus, DealQuery, LedgerRequest, LedgerResponse};
+use atlas_protocol::wire::{ChainStatus, DealQuery, LedgerRequest, LedgerResponse, Refusal};
 use atlas_protocol::Keypair;
 use atlas_protocol::{DealId, PublicKey};
 use libp2p::{Multiaddr, PeerId};
@@ -188,10 +188,13 @@ impl LedgerClient {
             .map_err(|e| anyhow!("signing the {kind} transaction: {e}"))?;
             match self.request(LedgerRequest::Submit(signed)).await? {
                 LedgerResponse::Included { height, .. } => return Ok((height, nonce)),
-                LedgerResponse::Rejected(reason) if reason.contains("nonce") && attempts < 5 => {
+                // Another transaction of this key took the nonce: sign again with the next.
+                LedgerResponse::Refused(Refusal::Escrow(EscrowError::BadNonce { .. }))
+                    if attempts < 5 =>
+                {
                     continue
                 }
-                LedgerResponse::Rejected(reason) => {
+                LedgerResponse::Refused(reason) => {
                     bail!("the ledger refused the {kind}: {reason}")
                 }
                 other => bail!("unexpected ledger answer: {other:?}"),

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use atlas_protocol::chain::{self, Block, BlockHeader, SignedHeader};
 use atlas_protocol::escrow::{Deal, DealIndex, Escrow, Event, Params};
 use atlas_protocol::wire::{
-    ChainStatus, DealQuery, LedgerRequest, LedgerResponse, MAX_PAGE_BYTES, MAX_PAGE_ITEMS,
+    ChainStatus, DealQuery, LedgerRequest, LedgerResponse, Refusal, MAX_PAGE_BYTES, MAX_PAGE_ITEMS,
 };
 use atlas_protocol::Keypair;
 use atlas_storage::ledger_store::{Genesis, LedgerStore};
@@ -331,7 +331,7 @@ impl Ledger {
                     self.waiting.push((id, tx_id));
                     return Ok(None);
                 }
-                Err(reason) => LedgerResponse::Rejected(reason),
+                Err(reason) => LedgerResponse::Refused(reason),
             },
             // Answered once the transaction is durable (`sync_mempool`), so an accepted
             // transaction is in a block after any restart.
@@ -340,7 +340,7 @@ impl Ledger {
                     self.held.push((id, LedgerResponse::Accepted { tx_id }));
                     return Ok(None);
                 }
-                Err(reason) => LedgerResponse::Rejected(reason),
+                Err(reason) => LedgerResponse::Refused(reason),
             },
             LedgerRequest::Status => LedgerResponse::Status(Box::new(self.status())),
             // The latest accepted view, so a submitter's next nonce counts queued transactions.
@@ -416,11 +416,13 @@ impl Ledger {
     }
 
     /// Validates a transaction against the next block's state and queues it.
-    fn accept(&mut self, signed: atlas_protocol::escrow::SignedTx) -> Result<[u8; 32], String> {
-        let tx = signed.verify().map_err(|e| e.to_string())?;
+    fn accept(&mut self, signed: atlas_protocol::escrow::SignedTx) -> Result<[u8; 32], Refusal> {
+        let tx = signed
+            .verify()
+            .map_err(|e| Refusal::Envelope(e.to_string()))?;
         let kind = tx.body.kind().to_string();
         if self.pending_txs.len() >= MAX_PENDING_TXS {
-            return Err("the ledger is busy; retry after the next block".into());
+            return Err(Refusal::Busy);
         }
         let result = self.state.apply(&tx);
         let label = if result.is_ok() {
@@ -435,7 +437,7 @@ impl Ledger {
                 ("result".into(), label.into()),
             ])
             .inc();
-        result.map_err(|e| e.to_string())?;
+        result.map_err(Refusal::Escrow)?;
         let tx_id = signed.id();
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -603,7 +603,7 @@ impl Provider {
                         .unwrap_or_else(|p| p.into_inner())
                         .insert((deal, slot, epoch), (status.height, nonce - 1));
                 }
-                LedgerResponse::Rejected(reason) => {
+                LedgerResponse::Refused(reason) => {
                     self.count_proof("rejected");
                     tracing::warn!(deal = %deal.short(), slot, epoch, %reason, "proof refused");
                     // A refusal does not use the nonce; keep going with the same one.

@@ -100,7 +100,7 @@ pub enum LedgerResponse {
         height: u64,
         tx_id: [u8; 32],
     },
-    /// The transaction was refused; the reason is for people.
+    /// Retired: refusals are sent as [`LedgerResponse::Refused`], which programs can act on.
     Rejected(String),
     Status(Box<ChainStatus>),
     Account(Account),
@@ -125,6 +125,23 @@ pub enum LedgerResponse {
         items: Vec<(DealId, Deal)>,
         next: Option<DealId>,
     },
+    /// The transaction was refused, and why.
+    Refused(Refusal),
+}
+
+/// Why a ledger refused a transaction: typed, so a client decides on the variant (a stale nonce
+/// is retried, a broken rule is not); its `Display` is for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The settlement rules refused it.
+    #[error("{0}")]
+    Escrow(crate::escrow::EscrowError),
+    /// The signed envelope did not verify (size, encoding, signature).
+    #[error("{0}")]
+    Envelope(String),
+    /// The ledger's queue for the next block is full.
+    #[error("the ledger is busy; retry after the next block")]
+    Busy,
 }
 
 /// Largest shard-protocol header frame.

@@ -3,9 +3,9 @@
 //! video still reads back byte for byte, no honest holder is slashed, nothing is stored that
 //! nobody pays for, an impostor never gets a slot, a pin still works after spam.
 
-use atlas_protocol::escrow::{SlotStatus, TxBody};
+use atlas_protocol::escrow::{EscrowError, SlotStatus, TxBody};
 use atlas_protocol::tree::{shard_level, Outboard, TreeShape};
-use atlas_protocol::wire::{LedgerRequest, LedgerResponse, ShardResponse, MAX_PAGE_ITEMS};
+use atlas_protocol::wire::{LedgerRequest, LedgerResponse, Refusal, ShardResponse, MAX_PAGE_ITEMS};
 use atlas_protocol::{DealId, Keypair, PublicKey};
 use atlas_storage::slot_dir;
 use atlas_storage::{SlotKey, SlotStore};
@@ -82,12 +82,7 @@ async fn a_copycat_deal_with_free_sybils_never_costs_the_victim_its_video() {
         .await
         .expect("answer")
     {
-        LedgerResponse::Rejected(reason) => {
-            assert!(
-                reason.contains("already holds a slot of this object"),
-                "{reason}"
-            )
-        }
+        LedgerResponse::Refused(Refusal::Escrow(EscrowError::HoldsObject)) => {}
         other => panic!("a copycat deal took a victim holder's bytes: {other:?}"),
     }
 
@@ -327,26 +322,25 @@ async fn impostors_and_registration_spam_neither_take_slots_nor_block_a_pin() {
         .expect("faucet");
     let victim_peer = honest[0].peer_id_bytes();
     let long = format!("/ip4/127.0.0.1/tcp/{}", "7".repeat(120));
+    type Want = fn(&EscrowError) -> bool;
+    let peer_id_refused: Want = |e| matches!(e, EscrowError::PeerIdMismatch);
+    let addresses_refused: Want = |e| matches!(e, EscrowError::BadAddresses(_));
+    let bond_refused: Want = |e| matches!(e, EscrowError::BondTooSmall { .. });
     for (peer_id, addrs, collateral, want) in [
-        (victim_peer, vec![], 100_000, "peer id"),
+        (victim_peer, vec![], 100_000, peer_id_refused),
         (
             impostor.public().peer_id_bytes(),
             vec![long.clone(); 300],
             100_000,
-            "addresses",
+            addresses_refused,
         ),
         (
             impostor.public().peer_id_bytes(),
             vec![long.repeat(2)],
             100_000,
-            "addresses",
+            addresses_refused,
         ),
-        (
-            impostor.public().peer_id_bytes(),
-            vec![],
-            0,
-            "register with",
-        ),
+        (impostor.public().peer_id_bytes(), vec![], 0, bond_refused),
     ] {
         match h
             .submit(
@@ -362,7 +356,7 @@ async fn impostors_and_registration_spam_neither_take_slots_nor_block_a_pin() {
             .await
             .expect("answer")
         {
-            LedgerResponse::Rejected(reason) => assert!(reason.contains(want), "{reason}"),
+            LedgerResponse::Refused(Refusal::Escrow(e)) => assert!(want(&e), "{e:?}"),
             other => panic!("a hostile registration was accepted: {other:?}"),
         }
     }

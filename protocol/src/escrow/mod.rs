@@ -331,7 +331,7 @@ pub enum FreeReason {
 }
 
 /// Why a transaction was refused. The state is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum EscrowError {
     #[error("nonce {got} is not the account's next nonce {want}")]
     BadNonce { got: u64, want: u64 },
@@ -396,7 +396,7 @@ pub enum EscrowError {
     #[error("the registered peer id is not the signing key's own")]
     PeerIdMismatch,
     #[error("addresses refused: {0}")]
-    BadAddresses(&'static str),
+    BadAddresses(String),
     #[error("collateral {have} is below the {need} a provider must register with")]
     BondTooSmall { have: Amount, need: Amount },
     #[error("the provider already holds a slot of this object in a live deal")]
@@ -407,20 +407,22 @@ pub enum EscrowError {
 /// (the ledger knows the peer id; dialers add it).
 fn check_addrs(addrs: &[String]) -> Result<(), EscrowError> {
     if addrs.len() > MAX_PROVIDER_ADDRS {
-        return Err(EscrowError::BadAddresses("more than 8 addresses"));
+        return Err(EscrowError::BadAddresses("more than 8 addresses".into()));
     }
     for a in addrs {
         if a.len() > MAX_ADDR_LEN {
-            return Err(EscrowError::BadAddresses("an address is over 128 bytes"));
+            return Err(EscrowError::BadAddresses(
+                "an address is over 128 bytes".into(),
+            ));
         }
         if !a.starts_with('/') || !a.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(EscrowError::BadAddresses(
-                "an address is not multiaddr text",
+                "an address is not multiaddr text".into(),
             ));
         }
         if a.contains("/p2p/") {
             return Err(EscrowError::BadAddresses(
-                "an address names a peer id (leave /p2p/ out)",
+                "an address names a peer id (leave /p2p/ out)".into(),
             ));
         }
     }

@@ -1253,7 +1253,7 @@ impl LedgerDriver {
             .map_err(|e| e.to_string())?
         {
             None => {}
-            Some(LedgerResponse::Rejected(r)) => return Err(format!("{kind} refused: {r}")),
+            Some(LedgerResponse::Refused(r)) => return Err(format!("{kind} refused: {r}")),
             Some(other) => return Err(format!("{kind}: {other:?}")),
         }
         self.queued += 1;
