@@ -11,14 +11,8 @@ use libp2p::{Multiaddr, PeerId};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-/// The ledger's address: `--ledger` if given, else `$ATLAS_LEDGER`.
-pub fn ledger_addr(flag: Option<&str>) -> Result<Multiaddr> {
-    let text = match flag {
-        Some(t) => t.to_string(),
-        None => std::env::var("ATLAS_LEDGER").map_err(|_| {
-            anyhow!("no ledger address: set ATLAS_LEDGER (or --ledger) to the /p2p/ multiaddr `atlas ledger run` prints")
-        })?,
-    };
+/// Parses a ledger address: a multiaddr that names the ledger's peer (`/p2p/...`).
+pub fn parse_ledger_addr(text: &str) -> Result<Multiaddr> {
     let addr: Multiaddr = text
         .trim()
         .parse()

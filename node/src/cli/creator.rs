@@ -1,7 +1,7 @@
 //! `atlas pin | get | status | ls`: the creator's commands on the network.
 
 use super::Context;
-use crate::client::{ledger_addr, LedgerClient};
+use crate::client::LedgerClient;
 use crate::creator::{self, margin, NetShardSource};
 use crate::encode::{encode_file, EncodeRequest};
 use crate::progress::Progress;
@@ -38,9 +38,8 @@ pub struct PinArgs {
     /// Highest provider price per GiB-epoch to accept [default: any].
     #[arg(long)]
     pub max_price: Option<u128>,
-    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
-    #[arg(long)]
-    pub ledger: Option<String>,
+    #[command(flatten)]
+    pub ledger: super::LedgerArg,
 }
 
 #[derive(Debug, Args)]
@@ -53,26 +52,23 @@ pub struct GetArgs {
     /// Replace the output file if it exists.
     #[arg(long)]
     pub force: bool,
-    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
-    #[arg(long)]
-    pub ledger: Option<String>,
+    #[command(flatten)]
+    pub ledger: super::LedgerArg,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Object id (or deal id), or any unique prefix of it.
     pub id: String,
-    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
-    #[arg(long)]
-    pub ledger: Option<String>,
+    #[command(flatten)]
+    pub ledger: super::LedgerArg,
 }
 
 /// `atlas deal topup | extend | cancel`.
 #[derive(Debug, Args)]
 pub struct DealArgs {
-    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
-    #[arg(long, global = true)]
-    pub ledger: Option<String>,
+    #[command(flatten)]
+    pub ledger: super::LedgerArg,
     #[command(subcommand)]
     pub command: DealCommand,
 }
@@ -90,7 +86,7 @@ pub enum DealCommand {
 pub fn deal(ctx: &Context, args: DealArgs) -> Result<()> {
     use atlas_protocol::escrow::TxBody;
     let key = ctx.home()?.load_key()?;
-    let addr = ledger_addr(args.ledger.as_deref())?;
+    let addr = args.ledger.addr()?;
     let (deal_id, d, epoch) = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
         let (DealCommand::Topup { id, .. }
@@ -118,9 +114,8 @@ pub fn deal(ctx: &Context, args: DealArgs) -> Result<()> {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
-    #[arg(long)]
-    pub ledger: Option<String>,
+    #[command(flatten)]
+    pub ledger: super::LedgerArg,
 }
 
 fn slot_state(s: &SlotStatus) -> String {
@@ -151,7 +146,7 @@ fn epochs_for(d: std::time::Duration, status: &atlas_protocol::wire::ChainStatus
 pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
     let home = ctx.home()?;
     let key = home.load_key()?;
-    let addr = ledger_addr(args.ledger.as_deref())?;
+    let addr = args.ledger.addr()?;
     // Encode into the home's object cache; the directory is named by object id once signed.
     let objects = home.root().join("objects");
     std::fs::create_dir_all(&objects)?;
@@ -252,7 +247,7 @@ pub fn get(ctx: &Context, args: GetArgs) -> Result<()> {
         // Reading needs no account: any key will do for the connection.
         Err(_) => crate::home::ephemeral_key()?,
     };
-    let addr = ledger_addr(args.ledger.as_deref())?;
+    let addr = args.ledger.addr()?;
     let quiet = ctx.quiet;
     let (stats, failed, manifest) = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
@@ -326,7 +321,7 @@ pub fn status(ctx: &Context, args: StatusArgs) -> Result<()> {
         Ok(k) => k,
         Err(_) => crate::home::ephemeral_key()?,
     };
-    let addr = ledger_addr(args.ledger.as_deref())?;
+    let addr = args.ledger.addr()?;
     let (deal_id, deal, epoch) = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
         let (id, deal) = creator::find_deal(&client, &args.id).await?;
@@ -416,7 +411,7 @@ fn print_status(ctx: &Context, deal_id: DealId, deal: &Deal, epoch: u64) -> Resu
 
 pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
     let key = ctx.home()?.load_key()?;
-    let addr = ledger_addr(args.ledger.as_deref())?;
+    let addr = args.ledger.addr()?;
     let deals = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
         client

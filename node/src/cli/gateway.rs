@@ -1,7 +1,7 @@
 //! `atlas gateway run`.
 
 use super::Context;
-use crate::client::{ledger_addr, LedgerClient};
+use crate::client::LedgerClient;
 use crate::gateway::{self, GatewayConfig};
 use anyhow::{Context as _, Result};
 use atlas_protocol::PublicKey;
@@ -24,9 +24,8 @@ pub struct RunArgs {
     /// HTTP address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// The ledger's /p2p/ multiaddr [env: ATLAS_LEDGER].
-    #[arg(long, value_name = "MULTIADDR")]
-    pub ledger: Option<String>,
+    #[command(flatten)]
+    pub ledger: super::LedgerArg,
     /// A creator whose catalogue the page lists (hex public key; repeat for more) [default: this
     /// home's key, if it has one].
     #[arg(long = "creator", value_name = "KEY")]
@@ -53,7 +52,7 @@ pub fn run(ctx: &Context, cmd: GatewayCommand) -> Result<()> {
         Some(k) => k,
         None => crate::home::ephemeral_key()?,
     };
-    let addr = ledger_addr(args.ledger.as_deref())?;
+    let addr = args.ledger.addr()?;
     super::runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let client = LedgerClient::connect(&key, addr).await?;

@@ -9,9 +9,38 @@ mod provider;
 mod testnet;
 mod wallet;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{anyhow, Result};
+use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
 use std::path::PathBuf;
+
+/// Where the ledger is, for every command that talks to it: parsed once, from `--ledger` or
+/// `$ATLAS_LEDGER`.
+#[derive(Debug, Clone, Args)]
+pub struct LedgerArg {
+    /// The ledger's multiaddr with /p2p/ (what `atlas ledger run` and `atlas testnet up` print).
+    #[arg(
+        long = "ledger",
+        env = "ATLAS_LEDGER",
+        global = true,
+        value_name = "MULTIADDR",
+        value_parser = parse_ledger
+    )]
+    ledger: Option<Multiaddr>,
+}
+
+fn parse_ledger(text: &str) -> Result<Multiaddr, String> {
+    crate::client::parse_ledger_addr(text).map_err(|e| format!("{e:#}"))
+}
+
+impl LedgerArg {
+    /// The address, or a clear error saying where to get one.
+    pub fn addr(&self) -> Result<Multiaddr> {
+        self.ledger.clone().ok_or_else(|| {
+            anyhow!("no ledger address: set ATLAS_LEDGER (or --ledger) to the /p2p/ multiaddr `atlas ledger run` prints")
+        })
+    }
+}
 
 /// Atlas: a decentralized storage network for video.
 ///

@@ -1,7 +1,6 @@
 //! `atlas provider run`.
 
 use super::Context;
-use crate::client::ledger_addr;
 use crate::provider::{Provider, ProviderConfig};
 use crate::units::parse_size;
 use anyhow::Result;
@@ -19,9 +18,8 @@ pub enum ProviderCommand {
     /// Leave gracefully: take no new slots; after the notice period the held slots are handed over
     /// for repair without slashing and the collateral comes back.
     Exit {
-        /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
-        #[arg(long)]
-        ledger: Option<String>,
+        #[command(flatten)]
+        ledger: super::LedgerArg,
     },
 }
 
@@ -46,9 +44,8 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
-    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
-    #[arg(long)]
-    pub ledger: Option<String>,
+    #[command(flatten)]
+    pub ledger: super::LedgerArg,
     /// How often to check the ledger for new epochs and slots.
     #[arg(long, default_value = "500ms", value_parser = crate::units::parse_duration)]
     pub poll: Duration,
@@ -62,7 +59,7 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
     crate::init_logging("info,libp2p_swarm=warn,libp2p_kad=error");
     let home = ctx.home()?;
     let key = home.load_or_generate_key()?;
-    let ledger = ledger_addr(args.ledger.as_deref())?;
+    let ledger = args.ledger.addr()?;
     super::runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
@@ -101,9 +98,9 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
     })
 }
 
-fn exit(ctx: &Context, ledger: Option<String>) -> Result<()> {
+fn exit(ctx: &Context, ledger: super::LedgerArg) -> Result<()> {
     let key = ctx.home()?.load_key()?;
-    let addr = ledger_addr(ledger.as_deref())?;
+    let addr = ledger.addr()?;
     super::runtime()?.block_on(async move {
         let client = crate::client::LedgerClient::connect(&key, addr).await?;
         let height = client

@@ -236,7 +236,7 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
 
     let runtime = super::runtime()?;
     let height = runtime.block_on(async {
-        let addr = crate::client::ledger_addr(Some(&ledger_addr))?;
+        let addr = crate::client::parse_ledger_addr(&ledger_addr)?;
         let client = LedgerClient::connect(&creator, addr).await?;
         if client.account(&creator.public()).await?.balance < CREATOR_FUNDS / 10 {
             client
@@ -367,7 +367,7 @@ fn status(ctx: &Context, args: DirArgs) -> Result<()> {
         let key = crate::home::ephemeral_key()?;
         super::runtime()?
             .block_on(async {
-                let addr = crate::client::ledger_addr(Some(&ledger_addr))?;
+                let addr = crate::client::parse_ledger_addr(&ledger_addr)?;
                 let client = LedgerClient::connect(&key, addr).await?;
                 tokio::time::timeout(Duration::from_secs(5), client.status())
                     .await

@@ -1,7 +1,7 @@
 //! `atlas wallet balance | faucet AMOUNT | transfer TO AMOUNT`.
 
 use super::Context;
-use crate::client::{ledger_addr, LedgerClient};
+use crate::client::LedgerClient;
 use anyhow::Result;
 use atlas_protocol::escrow::TxBody;
 use atlas_protocol::PublicKey;
@@ -10,9 +10,8 @@ use serde_json::json;
 
 #[derive(Debug, Args)]
 pub struct WalletArgs {
-    /// The ledger's multiaddr with /p2p/ [env: ATLAS_LEDGER].
-    #[arg(long, global = true)]
-    pub ledger: Option<String>,
+    #[command(flatten)]
+    pub ledger: super::LedgerArg,
     #[command(subcommand)]
     pub command: WalletCommand,
 }
@@ -29,7 +28,7 @@ pub enum WalletCommand {
 
 pub fn run(ctx: &Context, args: WalletArgs) -> Result<()> {
     let key = ctx.home()?.load_key()?;
-    let addr = ledger_addr(args.ledger.as_deref())?;
+    let addr = args.ledger.addr()?;
     super::runtime()?.block_on(async move {
         let client = LedgerClient::connect(&key, addr).await?;
         let me = key.public();
