@@ -1,0 +1,209 @@
+//! The epoch boundary: pay proven slots, slash and count misses, free slots, end deals, hand
+//! over the slots of providers whose exit notice ran out.
+
+use super::*;
+
+impl Escrow {
+    /// Settles the ending epoch and enters the next one with `beacon`. Returns what happened.
+    pub fn advance_epoch(&mut self, beacon: [u8; 32]) -> Vec<Event> {
+        let epoch = self.epoch;
+        let mut events = Vec::new();
+        let params = self.params.clone();
+        // Providers whose exit notice has run out hand their slots over now.
+        let leaving: Vec<PublicKey> = self
+            .providers
+            .map()
+            .iter()
+            .filter(|(_, p)| {
+                p.exiting_since
+                    .is_some_and(|since| epoch >= since + params.exit_notice_epochs)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+
+        // What each holder earned this epoch, paid once per holder after the sweep.
+        let mut payouts: BTreeMap<PublicKey, Amount> = BTreeMap::new();
+        // Only live deals are touched (and so written and rehashed).
+        let ids: Vec<DealId> = self
+            .deals
+            .map()
+            .iter()
+            .filter(|(_, d)| !d.ended)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in ids {
+            let d = self.deals.get_mut(&id).expect("id listed above");
+            if d.ended {
+                continue;
+            }
+            let mut released: Vec<(PublicKey, Amount, u64)> = Vec::new();
+            for (j, s) in d.slots.iter_mut().enumerate() {
+                let j = j as u16;
+                match s.status {
+                    SlotStatus::Active { misses } if epoch >= s.prove_from => {
+                        let holder = s.holder.expect("active slots have a holder");
+                        if s.proven == Some(epoch) {
+                            let amount = s.price.min(d.escrow);
+                            d.escrow -= amount;
+                            s.paid += amount;
+                            *payouts.entry(holder).or_default() += amount;
+                            events.push(Event::Paid {
+                                deal: id,
+                                slot: j,
+                                holder,
+                                amount,
+                            });
+                            if s.bounty_due {
+                                let bounty = s
+                                    .price
+                                    .saturating_mul(params.bounty_epochs as u128)
+                                    .min(d.reserve);
+                                d.reserve -= bounty;
+                                *payouts.entry(holder).or_default() += bounty;
+                                s.bounty_due = false;
+                                events.push(Event::BountyPaid {
+                                    deal: id,
+                                    slot: j,
+                                    holder,
+                                    amount: bounty,
+                                });
+                            }
+                            s.status = SlotStatus::Active { misses: 0 };
+                        } else {
+                            let slashed = ceil_div(
+                                s.collateral.saturating_mul(params.slash_bps as u128),
+                                BPS,
+                            )
+                            .min(s.collateral);
+                            s.collateral -= slashed;
+                            d.reserve += slashed;
+                            let misses = misses + 1;
+                            s.total_misses += 1;
+                            events.push(Event::Missed {
+                                deal: id,
+                                slot: j,
+                                holder,
+                                slashed,
+                                misses,
+                            });
+                            if misses >= params.max_misses {
+                                // The rest of its collateral is forfeited to the repair reserve.
+                                d.reserve += s.collateral;
+                                s.collateral = 0;
+                                released.push((holder, 0, d.terms.slot_len));
+                                free(s);
+                                s.failed_by = Some(holder);
+                                events.push(Event::Freed {
+                                    deal: id,
+                                    slot: j,
+                                    reason: FreeReason::MissedProofs,
+                                });
+                            } else {
+                                s.status = SlotStatus::Active { misses };
+                            }
+                        }
+                    }
+                    SlotStatus::Pending { deadline, claimed } if epoch >= deadline => {
+                        let holder = s.holder.expect("pending slots have a holder");
+                        if claimed {
+                            // A claimant that never delivered loses the collateral it locked,
+                            // to nobody (see `forfeited`).
+                            self.forfeited = self.forfeited.saturating_add(s.collateral);
+                            s.collateral = 0;
+                        }
+                        released.push((holder, 0, d.terms.slot_len));
+                        free(s);
+                        s.failed_by = Some(holder);
+                        events.push(Event::Freed {
+                            deal: id,
+                            slot: j,
+                            reason: FreeReason::NotAccepted,
+                        });
+                    }
+                    _ => {}
+                }
+                if let Some(holder) = s.holder {
+                    if leaving.contains(&holder)
+                        && matches!(
+                            s.status,
+                            SlotStatus::Active { .. } | SlotStatus::Pending { .. }
+                        )
+                    {
+                        // A holder that is missing proofs when its notice runs out does not walk
+                        // away with the collateral of a slot it may have lost.
+                        let failing =
+                            matches!(s.status, SlotStatus::Active { misses } if misses > 0);
+                        if failing {
+                            d.reserve = d.reserve.saturating_add(s.collateral);
+                            s.failed_by = Some(holder);
+                            released.push((holder, 0, d.terms.slot_len));
+                        } else {
+                            released.push((holder, s.collateral, d.terms.slot_len));
+                        }
+                        s.collateral = 0;
+                        free(s);
+                        events.push(Event::Freed {
+                            deal: id,
+                            slot: j,
+                            reason: FreeReason::ProviderExit,
+                        });
+                    }
+                }
+            }
+            let ends = epoch + 1 >= d.end_epoch;
+            if ends {
+                for s in d.slots.iter_mut() {
+                    if let Some(holder) = s.holder.take() {
+                        released.push((holder, s.collateral, d.terms.slot_len));
+                    }
+                    s.collateral = 0;
+                    s.status = SlotStatus::Ended;
+                }
+                let kept = d.reserve.min(d.reserve_deposit);
+                self.forfeited = self.forfeited.saturating_add(d.reserve - kept);
+                let refunded = d.escrow + kept;
+                d.escrow = 0;
+                d.reserve = 0;
+                d.ended = true;
+                let (creator, object) = (d.terms.creator, d.terms.object);
+                pay(&mut self.accounts, &creator, refunded);
+                events.push(Event::DealEnded { deal: id, refunded });
+                if let Some(live) = self.objects.get_mut(&object) {
+                    live.remove(&id);
+                    if live.is_empty() {
+                        self.objects.remove(&object);
+                    }
+                }
+                // An ended deal leaves the live state: a store archives it.
+                let d = self.deals.remove(&id).expect("id listed above");
+                self.ended.push((id, d));
+            }
+            for (holder, collateral, len) in released {
+                if let Some(p) = self.providers.get_mut(&holder) {
+                    p.collateral += collateral;
+                    p.used = p.used.saturating_sub(len);
+                } else {
+                    pay(&mut self.accounts, &holder, collateral);
+                }
+            }
+        }
+        for (holder, amount) in payouts {
+            pay(&mut self.accounts, &holder, amount);
+        }
+        // A provider that has left and holds nothing gets its collateral pool back.
+        if !leaving.is_empty() {
+            self.refresh_indices();
+        }
+        for key in leaving {
+            if !self.indices.by_holder.contains_key(&key) {
+                if let Some(p) = self.providers.remove(&key) {
+                    pay(&mut self.accounts, &key, p.collateral);
+                    events.push(Event::ProviderExited { provider: key });
+                }
+            }
+        }
+        self.epoch += 1;
+        self.beacon = beacon;
+        events
+    }
+}
