@@ -165,6 +165,22 @@ impl LedgerClient {
     /// As [`LedgerClient::submit`]; also returns the nonce the included transaction used (what
     /// ids derived from it, such as a deal's, are made of).
     pub async fn submit_tx(&self, key: &Keypair, body: TxBody) -> Result<(u64, u64)> {
+        match self.send(key, body, true).await? {
+            (Some(height), nonce) => Ok((height, nonce)),
+            (None, _) => bail!("the ledger accepted a transaction without including it"),
+        }
+    }
+
+    /// Signs `body` with the account's next nonce and queues it: answered once the ledger has
+    /// accepted it against the next block's state and made it durable (so it is in a block after
+    /// any restart), without waiting for the block. Returns the nonce it used.
+    pub async fn enqueue(&self, key: &Keypair, body: TxBody) -> Result<u64> {
+        Ok(self.send(key, body, false).await?.1)
+    }
+
+    /// Signs and sends `body` (`Submit` when `include`, else `Enqueue`); the block height when
+    /// included, and the nonce used.
+    async fn send(&self, key: &Keypair, body: TxBody, include: bool) -> Result<(Option<u64>, u64)> {
         let kind = body.kind();
         // Another process with the same key (a running provider, say) may take a nonce between our
         // query and our submission: ask again a few times before giving up.
@@ -180,8 +196,14 @@ impl LedgerClient {
             }
             .sign(key)
             .map_err(|e| anyhow!("signing the {kind} transaction: {e}"))?;
-            match self.request(LedgerRequest::Submit(signed)).await? {
-                LedgerResponse::Included { height, .. } => return Ok((height, nonce)),
+            let request = if include {
+                LedgerRequest::Submit(signed)
+            } else {
+                LedgerRequest::Enqueue(signed)
+            };
+            match self.request(request).await? {
+                LedgerResponse::Included { height, .. } => return Ok((Some(height), nonce)),
+                LedgerResponse::Accepted { .. } if !include => return Ok((None, nonce)),
                 // Another transaction of this key took the nonce: sign again with the next.
                 LedgerResponse::Refused(Refusal::Escrow(EscrowError::BadNonce { .. }))
                     if attempts < 5 =>

@@ -211,10 +211,18 @@ impl Provider {
         &self.dir
     }
 
-    /// Submits a transaction and waits for its block.
+    /// Submits a transaction and waits for its block (registration, before the services run).
     async fn submit(&self, body: TxBody) -> Result<u64> {
         let _guard = self.tx_lock.lock().await;
         self.ledger.submit(&self.key, body).await
+    }
+
+    /// Queues a transaction: answered once the ledger accepted it (against the next block's
+    /// state, so a claim that returns has won) and made it durable. The nonce lock is held for
+    /// one round trip, never across a block, so claims and accepts never hold back proofs.
+    async fn enqueue(&self, body: TxBody) -> Result<()> {
+        let _guard = self.tx_lock.lock().await;
+        self.ledger.enqueue(&self.key, body).await.map(|_| ())
     }
 
     async fn register(&self, config: &ProviderConfig) -> Result<()> {
@@ -450,17 +458,16 @@ impl Provider {
         self.update_store_metrics();
         let complete = outcome == PutOutcome::Completed;
         if complete {
-            let me = self.clone();
-            tokio::spawn(async move {
-                match me.submit(TxBody::AcceptSlot { deal, slot }).await {
-                    Ok(h) => tracing::info!(deal = %deal.short(), slot, block = h, "slot accepted"),
-                    Err(e) => {
-                        // The prover's next round looks at the slot again.
-                        me.recheck.store(true, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(deal = %deal.short(), slot, error = %format!("{e:#}"), "accepting the slot failed")
-                    }
+            // One round trip (queued, not waited into a block); a failure is retried by the
+            // prover's next round.
+            match self.enqueue(TxBody::AcceptSlot { deal, slot }).await {
+                Ok(()) => tracing::info!(deal = %deal.short(), slot, "slot accepted"),
+                Err(e) => {
+                    self.recheck
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(deal = %deal.short(), slot, error = %format!("{e:#}"), "accepting the slot failed")
                 }
-            });
+            }
         }
         Ok(complete)
     }
@@ -526,7 +533,7 @@ impl Provider {
                     SlotStatus::Pending { .. } => {
                         let complete = self.store.info(key)?.is_some_and(|i| i.complete());
                         if complete {
-                            self.submit(TxBody::AcceptSlot {
+                            self.enqueue(TxBody::AcceptSlot {
                                 deal: *id,
                                 slot: j as u16,
                             })
@@ -678,8 +685,9 @@ impl Provider {
                 tracing::info!(deal = %id.short(), slot, answering, needed = k, "not claiming: too few holders answer to rebuild from");
                 continue;
             }
+            // Accepted means applied against the next block's state: the claim has won.
             if let Err(e) = self
-                .submit(TxBody::ClaimSlot {
+                .enqueue(TxBody::ClaimSlot {
                     deal: id,
                     slot: slot as u16,
                 })
@@ -692,7 +700,7 @@ impl Provider {
             tracing::info!(deal = %id.short(), slot, "claimed a freed slot; rebuilding it");
             match self.rebuild(id, &deal, slot, holders).await {
                 Ok(()) => {
-                    self.submit(TxBody::AcceptSlot {
+                    self.enqueue(TxBody::AcceptSlot {
                         deal: id,
                         slot: slot as u16,
                     })
