@@ -271,30 +271,19 @@ impl Commitment {
     ) -> Vec<(DealId, Option<Vec<u8>>)> {
         let terms = &mut self.terms;
         let mut encoded = Vec::with_capacity(dirty.len());
-        for k in dirty {
-            match map.get(k) {
-                Some(d) => encoded.push((*k, Some(d.encode_state()))),
-                None => {
-                    terms.remove(k);
-                    encoded.push((*k, None));
-                }
+        for k in dirty.iter().filter(|k| !map.contains_key(k)) {
+            terms.remove(k);
+            encoded.push((*k, None));
+        }
+        // The first time this visits every deal; after that the changed ones.
+        self.deals.update_with(map, dirty, |k, d| {
+            let state = d.encode_state();
+            let leaf = deal_leaf(k, d, &state, terms);
+            if dirty.contains(k) {
+                encoded.push((*k, Some(state)));
             }
-        }
-        if self.deals.buckets.is_empty() {
-            // The first time every deal is hashed.
-            self.deals
-                .update_with(map, dirty, |k, d| deal_leaf(k, d, &d.encode_state(), terms));
-        } else {
-            let mut states = encoded.iter();
-            self.deals.update_with(map, dirty, |k, d| {
-                // `update_with` visits the present dirty keys in order, as `encoded` lists them.
-                let state = states
-                    .by_ref()
-                    .find_map(|(id, e)| (id == k).then_some(e.as_deref()).flatten())
-                    .expect("every present dirty deal was encoded");
-                deal_leaf(k, d, state, terms)
-            });
-        }
+            leaf
+        });
         encoded
     }
 
