@@ -314,10 +314,10 @@ impl Escrow {
             .iter()
             .try_fold(0u128, |sum, p| sum.checked_add(*p))
             .ok_or(EscrowError::Overflow)?;
-        let escrow = per_epoch
-            .checked_mul(epochs as u128)
+        let (escrow, reserve) = self
+            .params
+            .deal_deposit(per_epoch, epochs)
             .ok_or(EscrowError::Overflow)?;
-        let reserve = bps(escrow, self.params.reserve_bps);
         let deposit = escrow.checked_add(reserve).ok_or(EscrowError::Overflow)?;
         self.check_balance(&tx.signer, deposit)?;
         // Checks are done: from here on nothing fails.

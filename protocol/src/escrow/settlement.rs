@@ -90,14 +90,15 @@ impl Escrow {
                                 // The rest of its collateral is forfeited to the repair reserve.
                                 d.reserve += s.collateral;
                                 s.collateral = 0;
-                                released.push((holder, 0, d.terms.slot_len));
-                                free(s);
-                                s.failed_by = Some(holder);
-                                events.push(Event::Freed {
+                                let lost = Lost {
                                     deal: id,
                                     slot: j,
+                                    slot_len: d.terms.slot_len,
+                                    returned: 0,
+                                    at_fault: true,
                                     reason: FreeReason::MissedProofs,
-                                });
+                                };
+                                lost.free(s, holder, &mut released, &mut events);
                             } else {
                                 s.status = SlotStatus::Active { misses };
                             }
@@ -111,14 +112,15 @@ impl Escrow {
                             self.forfeited = self.forfeited.saturating_add(s.collateral);
                             s.collateral = 0;
                         }
-                        released.push((holder, 0, d.terms.slot_len));
-                        free(s);
-                        s.failed_by = Some(holder);
-                        events.push(Event::Freed {
+                        let lost = Lost {
                             deal: id,
                             slot: j,
+                            slot_len: d.terms.slot_len,
+                            returned: 0,
+                            at_fault: true,
                             reason: FreeReason::NotAccepted,
-                        });
+                        };
+                        lost.free(s, holder, &mut released, &mut events);
                     }
                     _ => {}
                 }
@@ -133,20 +135,22 @@ impl Escrow {
                         // away with the collateral of a slot it may have lost.
                         let failing =
                             matches!(s.status, SlotStatus::Active { misses } if misses > 0);
-                        if failing {
+                        let returned = if failing {
                             d.reserve = d.reserve.saturating_add(s.collateral);
-                            s.failed_by = Some(holder);
-                            released.push((holder, 0, d.terms.slot_len));
+                            0
                         } else {
-                            released.push((holder, s.collateral, d.terms.slot_len));
-                        }
+                            s.collateral
+                        };
                         s.collateral = 0;
-                        free(s);
-                        events.push(Event::Freed {
+                        let lost = Lost {
                             deal: id,
                             slot: j,
+                            slot_len: d.terms.slot_len,
+                            returned,
+                            at_fault: failing,
                             reason: FreeReason::ProviderExit,
-                        });
+                        };
+                        lost.free(s, holder, &mut released, &mut events);
                     }
                 }
             }
@@ -205,5 +209,39 @@ impl Escrow {
         self.epoch += 1;
         self.beacon = beacon;
         events
+    }
+}
+
+/// A slot its holder loses at the epoch boundary.
+struct Lost {
+    deal: DealId,
+    slot: u16,
+    slot_len: u64,
+    /// Collateral the holder gets back (the rest went to the reserve or was forfeited).
+    returned: Amount,
+    /// The holder failed it, and may never claim it back.
+    at_fault: bool,
+    reason: FreeReason,
+}
+
+impl Lost {
+    /// Frees the slot, gives the holder back `returned` and the slot's space, and says so.
+    fn free(
+        self,
+        s: &mut Slot,
+        holder: PublicKey,
+        released: &mut Vec<(PublicKey, Amount, u64)>,
+        events: &mut Vec<Event>,
+    ) {
+        released.push((holder, self.returned, self.slot_len));
+        free(s);
+        if self.at_fault {
+            s.failed_by = Some(holder);
+        }
+        events.push(Event::Freed {
+            deal: self.deal,
+            slot: self.slot,
+            reason: self.reason,
+        });
     }
 }

@@ -41,6 +41,14 @@ pub struct Params {
 }
 
 impl Params {
+    /// What opening a deal of `epochs` epochs at `per_epoch` (the sum of its slots' prices)
+    /// takes from the creator: the escrow that pays the holders, and the reserve that pays
+    /// repairers. `None` on overflow.
+    pub fn deal_deposit(&self, per_epoch: Amount, epochs: u64) -> Option<(Amount, Amount)> {
+        let escrow = per_epoch.checked_mul(epochs as u128)?;
+        Some((escrow, bps(escrow, self.reserve_bps)))
+    }
+
     /// Collateral a slot of `slot_len` bytes priced `price` per epoch locks: `collateral_epochs`
     /// of its price, and never less than the floor for its size.
     pub fn slot_collateral(&self, price: Amount, slot_len: u64) -> Amount {
