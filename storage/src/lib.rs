@@ -4,13 +4,12 @@
 //!
 //! - [`SlotStore`]: a provider's slots, behind one trait with a durable implementation
 //!   ([`RocksSlotStore`]: slot files indexed in RocksDB) and an in-memory twin ([`MemSlotStore`]);
-//!   one conformance suite ([`conformance`]) runs against both.
+//!   one conformance suite (`tests/conformance`) runs against both, one test per check.
 //! - [`slot_dir`]: the encoded-object directory that `atlas encode` writes and `decode`/`verify` read.
 //!
 //! It builds on `atlas-protocol` for hashing, proofs and the erasure code, and never touches the
 //! network.
 
-pub mod conformance;
 pub mod ledger_store;
 pub mod mem;
 pub mod outboard_file;

@@ -1,7 +1,10 @@
-//! The slot-store conformance suite against both implementations.
+//! The slot-store conformance suite against both implementations: every check is its own test
+//! for each store, so one failure never hides another.
 
-use atlas_storage::conformance::{run_all, Harness};
+mod suite;
+
 use atlas_storage::{MemSlotStore, RocksSlotStore};
+use suite::Harness;
 
 struct Mem;
 
@@ -34,12 +37,40 @@ impl Harness for Rocks {
     }
 }
 
-#[test]
-fn memory_store_meets_the_contract() {
-    run_all(&mut Mem);
+/// One test per check, for the store `$harness` opens.
+macro_rules! conformance {
+    ($store:ident, $harness:expr, [$($check:ident),* $(,)?]) => {
+        mod $store {
+            use super::*;
+            $(
+                #[test]
+                fn $check() {
+                    suite::$check(&mut $harness);
+                }
+            )*
+        }
+    };
 }
 
-#[test]
-fn rocksdb_store_meets_the_contract() {
-    run_all(&mut Rocks { dirs: Vec::new() });
+macro_rules! every_check {
+    ($store:ident, $harness:expr) => {
+        conformance!(
+            $store,
+            $harness,
+            [
+                shards_in_any_order_complete_the_slot,
+                reads_and_proofs_return_the_stored_bytes,
+                partial_slots_serve_stored_shards_only,
+                capacity_is_enforced_and_leaves_nothing_behind,
+                usage_is_exact_and_survives_restart,
+                wrong_shards_and_conflicts_are_refused,
+                delete_frees_everything,
+                batched_puts_store_like_single_puts,
+                imported_slots_are_complete_and_provable,
+            ]
+        );
+    };
 }
+
+every_check!(memory, Mem);
+every_check!(rocksdb, Rocks { dirs: Vec::new() });

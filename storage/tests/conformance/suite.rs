@@ -1,10 +1,10 @@
-//! The slot-store contract as executable checks. Every [`SlotStore`] implementation runs all of
-//! them (see `storage/tests/conformance.rs`); a new implementation is done when they pass.
+//! The slot-store contract as executable checks. Every [`SlotStore`] implementation runs each of
+//! them as its own test (see `main.rs`); a new implementation is done when they all pass.
 
-use crate::slot_store::{PutOutcome, SlotKey, SlotSpec, SlotStore, StoreError};
 use atlas_protocol::challenge::Challenge;
 use atlas_protocol::tree::{shard_level, verify_shard, Outboard, VerifiedShard, GROUP_LEN};
 use atlas_protocol::{DealId, ObjectId};
+use atlas_storage::{PutOutcome, SlotKey, SlotSpec, SlotStore, StoreError};
 
 /// Opens stores for the suite.
 pub trait Harness {
@@ -78,19 +78,6 @@ impl Fixture {
 
 const C: u64 = 64 * 1024;
 const BIG: u64 = 1 << 40;
-
-/// Runs every check.
-pub fn run_all<H: Harness>(h: &mut H) {
-    shards_in_any_order_complete_the_slot(h);
-    reads_and_proofs_return_the_stored_bytes(h);
-    partial_slots_serve_stored_shards_only(h);
-    capacity_is_enforced_and_leaves_nothing_behind(h);
-    usage_is_exact_and_survives_restart(h);
-    wrong_shards_and_conflicts_are_refused(h);
-    delete_frees_everything(h);
-    batched_puts_store_like_single_puts(h);
-    imported_slots_are_complete_and_provable(h);
-}
 
 pub fn imported_slots_are_complete_and_provable<H: Harness>(h: &mut H) {
     let store = h.open(BIG);
