@@ -1,25 +1,30 @@
 //! # atlas-node
 //!
-//! The `atlas` binary and its library: command line, node home (key, config, data), progress
-//! reporting. The network services (ledger, provider, client, gateway) grow here; the rules they
-//! follow live in `atlas-protocol` and the bytes they keep in `atlas-storage`.
+//! The `atlas` binary and its library, one folder per service:
 //!
-//! This is the only crate that uses `anyhow`: errors become one clear line at this edge.
+//! - [`net`]: the libp2p node (one task owns the swarm) and [`wire`]: the framing of its two
+//!   protocols.
+//! - [`ledger`]: the devnet sequencer, its typed client, and the [`ledger::Settlement`] boundary
+//!   every other service talks to deals through.
+//! - [`provider`]: the storage provider: shard server, store thread, submitter, prover,
+//!   repairer, garbage collector.
+//! - [`client`]: encode, pin, find holders and read objects, verified.
+//! - [`gateway`]: HTTP for browsers and players.
+//! - [`config`]: the node home, `atlas.toml`, defaults and units.
+//! - [`cli`]: the command line, the only place errors become `anyhow` lines.
+//!
+//! The rules the services follow live in `atlas-protocol` and the bytes they keep in
+//! `atlas-storage`.
 
 pub mod cli;
 pub mod client;
-pub mod creator;
-pub mod encode;
-pub mod fetch;
+pub mod config;
 pub mod gateway;
-pub mod home;
 pub mod ledger;
 pub mod metrics;
 pub mod net;
-pub mod progress;
 pub mod provider;
-pub mod shard;
-pub mod units;
+pub mod wire;
 
 /// Logs to stderr, filtered by `ATLAS_LOG` (e.g. `debug`, `atlas_node=debug`), else `default`.
 pub fn init_logging(default: &str) {

@@ -1,8 +1,13 @@
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = atlas_node::cli::Cli::parse();
+    let cli = match atlas_node::cli::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     // Services set their own default; everything else logs warnings only unless ATLAS_LOG says so.
     if !matches!(
         cli.command,

@@ -1,70 +1,110 @@
-//! `/metrics` over plain HTTP: each process serves its own `prometheus-client` registry.
+//! `/metrics` over HTTP (hyper): each process serves its own `prometheus-client` registry in
+//! OpenMetrics text, with the content type Prometheus asks for.
 
-use anyhow::{Context as _, Result};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
 use prometheus_client::registry::Registry;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Largest request head read before answering.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// The content type of OpenMetrics text.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn body(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// `registry` as an OpenMetrics response.
+pub fn openmetrics(registry: &Registry) -> Response<Body> {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        let mut r = Response::new(body("metrics encoding failed\n"));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        return r;
+    }
+    let mut r = Response::new(body(text));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+    r
+}
 
 /// Serves `GET /metrics` on `addr` until `shutdown`. Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
-    registry: Arc<Mutex<Registry>>,
+    registry: Registry,
     shutdown: CancellationToken,
-) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let registry = Arc::new(registry);
     tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let conn = tokio::select! {
+            let stream = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                conn = listener.accept() => conn,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                conn = listener.accept() => match conn {
+                    Ok((s, _)) => s,
+                    Err(_) => continue,
+                },
             };
-            let Ok((mut stream, _)) = conn else { continue };
             let registry = registry.clone();
-            tokio::spawn(async move {
-                let mut head = vec![0u8; MAX_REQUEST_HEAD];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stream.read(&mut head),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let line = String::from_utf8_lossy(&head[..n]);
-                let ok = line.starts_with("GET /metrics ") || line.starts_with("GET / ");
-                let (status, ctype, body) = if ok {
-                    let mut body = String::new();
-                    {
-                        // Encoding is quick and never awaits: the lock is never held across .await.
-                        let reg = registry.lock().unwrap_or_else(|p| p.into_inner());
-                        let _ = prometheus_client::encoding::text::encode(&mut body, &reg);
-                    }
-                    (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        body,
-                    )
-                } else {
-                    ("404 Not Found", "text/plain", "try /metrics\n".to_string())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
+            connections.spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let registry = registry.clone();
+                        async move {
+                            Ok::<_, Infallible>(match req.uri().path() {
+                                "/metrics" | "/" => openmetrics(&registry),
+                                _ => {
+                                    let mut r = Response::new(body("try /metrics\n"));
+                                    *r.status_mut() = StatusCode::NOT_FOUND;
+                                    r
+                                }
+                            })
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .header_read_timeout(std::time::Duration::from_secs(5))
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+
+    #[test]
+    fn metrics_are_openmetrics_with_help_for_every_family() {
+        let mut registry = Registry::with_prefix("atlas_test");
+        registry.register("shards", "Shards seen", Counter::<u64>::default());
+        let r = openmetrics(&registry);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], OPENMETRICS);
+        let text = futures::executor::block_on(r.into_body().collect())
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8(text.to_vec()).expect("utf-8");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let family = line.split_whitespace().nth(2).expect("a name");
+            assert!(
+                text.contains(&format!("# HELP {family} ")),
+                "{family} has no help text"
+            );
+        }
+    }
 }

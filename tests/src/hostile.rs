@@ -61,9 +61,10 @@ impl Hostile {
 
     /// Sends one raw ledger request.
     pub async fn ask(&self, request: LedgerRequest) -> Result<LedgerResponse> {
-        self.net
+        Ok(self
+            .net
             .ledger_request(self.ledger, Some(self.ledger_addr.clone()), request)
-            .await
+            .await?)
     }
 
     /// The signer's next nonce as the ledger counts it (queued transactions included).
@@ -121,7 +122,7 @@ impl Hostile {
         self.net.connect(peer, addrs).await?;
         self.net
             .streams()
-            .open_stream(peer, atlas_node::shard::PROTOCOL)
+            .open_stream(peer, atlas_node::wire::shard::PROTOCOL)
             .await
             .map_err(|e| anyhow!("cannot open a shard stream: {e}"))
     }

@@ -4,7 +4,7 @@
 pub mod hostile;
 
 use anyhow::Result;
-use atlas_node::client::LedgerClient;
+use atlas_node::ledger::LedgerClient;
 use atlas_node::ledger::{self, ChainConfig, Ledger};
 use atlas_node::net::{self, Multiaddr, NetConfig};
 use atlas_protocol::Keypair;
@@ -67,7 +67,7 @@ impl LedgerNode {
                     match r {
                         Ok(l) => Ok(Some(l)),
                         Err(e) if format!("{e:#}").contains("lock") => Ok(None),
-                        Err(e) => Err(e),
+                        Err(e) => Err(e.into()),
                     }
                 }
             },
@@ -88,7 +88,7 @@ impl LedgerNode {
         let task = tokio::spawn(async move {
             let r = ledger::run(ledger, handle, events, stop.clone()).await;
             stop.cancel();
-            r
+            r.map_err(anyhow::Error::from)
         });
         Ok(Self {
             net_task,
@@ -138,7 +138,7 @@ impl LedgerNode {
     }
 
     pub async fn client(&self, key: &Keypair) -> Result<LedgerClient> {
-        LedgerClient::connect(key, self.addr.clone()).await
+        Ok(LedgerClient::connect(key, self.addr.clone()).await?)
     }
 }
 
@@ -159,8 +159,7 @@ pub struct ProviderNode {
     ledger: Multiaddr,
     price: u128,
     pub provider: std::sync::Arc<atlas_node::provider::Provider>,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: atlas_node::provider::Running,
 }
 
 impl ProviderNode {
@@ -176,9 +175,8 @@ impl ProviderNode {
         price: u128,
         key: Keypair,
     ) -> Result<Self> {
-        let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
-        let (provider, net_task) = atlas_node::provider::Provider::start(
+        let running = atlas_node::provider::Provider::start(
             dir,
             key.clone(),
             atlas_node::provider::ProviderConfig {
@@ -187,31 +185,19 @@ impl ProviderNode {
                 collateral: 1_000_000,
                 listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
                 gc_grace_epochs: 2,
+                poll: Duration::from_millis(50),
             },
             ledger.clone(),
             &mut registry,
-            shutdown.clone(),
         )
         .await?;
-        let streams = provider.serve_streams(shutdown.clone())?;
-        let prover = tokio::spawn(
-            provider
-                .clone()
-                .run_prover(Duration::from_millis(50), shutdown.clone()),
-        );
-        let repairer = tokio::spawn(
-            provider
-                .clone()
-                .run_repairer(Duration::from_millis(100), shutdown.clone()),
-        );
         Ok(Self {
             key,
             dir: dir.to_path_buf(),
             ledger: ledger.clone(),
             price,
-            provider,
-            shutdown,
-            tasks: vec![net_task, streams, prover, repairer],
+            provider: running.provider.clone(),
+            running,
         })
     }
 
@@ -227,26 +213,10 @@ impl ProviderNode {
         Self::start_with_key(&dir, &ledger, price, key).await
     }
 
-    /// Stops the provider: its network goes away, it proves nothing more, and once the last
-    /// in-flight request lets go of it, its store is closed.
+    /// Stops the provider: it proves nothing more, its network goes away, and its store is
+    /// closed when this returns.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        // A request that was mid-flight (an acceptance waiting for its block) may still hold the
-        // provider for a moment; its store closes when the last holder drops it.
-        let weak = std::sync::Arc::downgrade(&self.provider);
-        drop(self.provider);
-        let _ = wait_for(
-            "the provider to be released",
-            Duration::from_secs(30),
-            || {
-                let alive = weak.strong_count() > 0;
-                async move { Ok((!alive).then_some(())) }
-            },
-        )
-        .await;
+        self.running.stop().await;
     }
 }
 
@@ -270,10 +240,9 @@ pub fn encode(
     m: u16,
     shard_size: u64,
 ) -> Result<atlas_protocol::VerifiedManifest> {
-    let mut progress = atlas_node::progress::Progress::new("encoding", 0, true);
-    atlas_node::encode::encode_file(
+    atlas_node::client::encode::encode_file(
         key,
-        &atlas_node::encode::EncodeRequest {
+        &atlas_node::client::encode::EncodeRequest {
             file,
             out,
             data_shards: k,
@@ -283,8 +252,9 @@ pub fn encode(
             media_type: None,
             threads: 2,
         },
-        &mut progress,
+        &mut |_, _| {},
     )
+    .map_err(Into::into)
 }
 
 /// Calls `check` every `every` until it returns `Some`, or fails after `timeout`.
@@ -317,7 +287,6 @@ pub async fn replay_chain(
     atlas_protocol::escrow::Escrow,
 )> {
     use atlas_protocol::escrow::Escrow;
-    use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
     let status = client.status().await?;
     let mut state = Escrow::new(status.params.clone(), status.genesis_beacon);
     anyhow::ensure!(
@@ -327,10 +296,10 @@ pub async fn replay_chain(
     let mut prev = [0u8; 32];
     let mut settled = Vec::new();
     for h in 0..=status.height {
-        let block = match client.request(LedgerRequest::Block(h)).await? {
-            LedgerResponse::Block(Some(b)) => b,
-            other => anyhow::bail!("block {h} missing: {other:?}"),
-        };
+        let block = client
+            .block(h)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("block {h} missing"))?;
         block
             .header
             .verify(Some(sequencer))
@@ -377,31 +346,82 @@ pub struct Cluster {
     pub providers: Vec<ProviderNode>,
 }
 
-impl Cluster {
-    pub async fn start(dir: &Path, n: usize) -> Result<Self> {
+/// Builds a [`Cluster`]: how many providers, at what prices, on what chain.
+pub struct ClusterBuilder {
+    dir: std::path::PathBuf,
+    providers: usize,
+    price: Box<dyn Fn(usize) -> u128>,
+    chain: ChainConfig,
+}
+
+impl std::fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterBuilder")
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterBuilder {
+    /// `n` providers.
+    pub fn providers(mut self, n: usize) -> Self {
+        self.providers = n;
+        self
+    }
+
+    /// Provider `i`'s price per GiB-epoch [default: 1000 + i].
+    pub fn price(mut self, price: impl Fn(usize) -> u128 + 'static) -> Self {
+        self.price = Box::new(price);
+        self
+    }
+
+    /// The chain's settings [default: 100 ms blocks, 5-block epochs, faucet].
+    pub fn chain(mut self, chain: ChainConfig) -> Self {
+        self.chain = chain;
+        self
+    }
+
+    pub async fn build(self) -> Result<Cluster> {
         let ledger_key = new_key();
-        let ledger = LedgerNode::start(
-            &dir.join("ledger"),
-            ledger_key.clone(),
-            ChainConfig {
-                block_time: Duration::from_millis(100),
-                epoch_blocks: 5,
-                faucet: true,
-            },
-        )
-        .await?;
+        let ledger =
+            LedgerNode::start(&self.dir.join("ledger"), ledger_key.clone(), self.chain).await?;
         let mut providers = Vec::new();
-        for i in 0..n {
+        for i in 0..self.providers {
             providers.push(
-                ProviderNode::start(&dir.join(format!("p{i}")), &ledger.addr, 1000 + i as u128)
-                    .await?,
+                ProviderNode::start(
+                    &self.dir.join(format!("p{i}")),
+                    &ledger.addr,
+                    (self.price)(i),
+                )
+                .await?,
             );
         }
-        Ok(Self {
+        Ok(Cluster {
             ledger,
             ledger_key,
             providers,
         })
+    }
+}
+
+impl Cluster {
+    /// A cluster in `dir`: 100 ms blocks, 5-block epochs, a faucet, no providers yet.
+    pub fn builder(dir: &Path) -> ClusterBuilder {
+        ClusterBuilder {
+            dir: dir.to_path_buf(),
+            providers: 0,
+            price: Box::new(|i| 1000 + i as u128),
+            chain: ChainConfig {
+                block_time: Duration::from_millis(100),
+                epoch_blocks: 5,
+                faucet: true,
+            },
+        }
+    }
+
+    /// The default cluster with `n` providers.
+    pub async fn start(dir: &Path, n: usize) -> Result<Self> {
+        Self::builder(dir).providers(n).build().await
     }
 
     /// Funds a new creator, encodes `len` random bytes at `k + m` with 64 KiB shards and pins
@@ -433,11 +453,13 @@ impl Cluster {
                 atlas_protocol::escrow::TxBody::Faucet { amount: 10_000_000 },
             )
             .await?;
-        let deal = atlas_node::creator::pin(
+        let quote =
+            atlas_node::client::pin::quote(&client, client.net(), &manifest, u128::MAX).await?;
+        let deal = atlas_node::client::pin::pin(
             &client,
-            client.net(),
             &creator,
             &enc,
+            quote,
             60,
             u128::MAX,
             &mut |_, _| {},
@@ -469,67 +491,23 @@ impl Cluster {
     }
 }
 
-/// Reads a whole object from its current holders into `out` with a fresh node; returns the bytes
-/// and the slots whose holders did not serve.
+/// Reads a whole object from the best holders of each slot (as `atlas get` does) into `out`
+/// with a fresh node; returns the bytes and the slots whose holders did not serve.
 pub async fn read_back(
     client: &LedgerClient,
     deal: atlas_protocol::DealId,
     out: &Path,
 ) -> Result<(Vec<u8>, Vec<usize>)> {
-    use atlas_protocol::escrow::SlotStatus;
-    use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
-    let d = atlas_node::creator::deal_info(client, deal).await?;
-    let manifest = d
-        .terms
-        .manifest
-        .verify()
-        .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
-    let mut holders = Vec::new();
-    for s in &d.slots {
-        let p = match (s.holder, s.status) {
-            (Some(h), SlotStatus::Active { .. }) => {
-                match client.request(LedgerRequest::Provider(h)).await? {
-                    LedgerResponse::Provider(p) => p,
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        holders.push(p);
-    }
-    decode_from(client, manifest, holders, out).await
-}
-
-/// Decodes a whole object from `holders` into `out`, verified; returns the bytes and the slots
-/// whose holders did not serve.
-async fn decode_from(
-    client: &LedgerClient,
-    manifest: atlas_protocol::VerifiedManifest,
-    holders: Vec<Option<atlas_protocol::escrow::Provider>>,
-    out: &Path,
-) -> Result<(Vec<u8>, Vec<usize>)> {
-    let mut source = atlas_node::creator::NetShardSource::new(
-        tokio::runtime::Handle::current(),
-        client.net().clone(),
-        manifest.clone(),
-        holders,
-    )?;
-    let layout = manifest.layout();
-    let file_hash = manifest.manifest().file_hash;
-    let out2 = out.to_path_buf();
-    let (result, failed) = tokio::task::spawn_blocking(move || {
-        let r = atlas_storage::slot_dir::decode_to_file(
-            &layout,
-            &file_hash,
-            &mut source,
-            &out2,
-            &mut |_| {},
-        );
-        (r, source.failed_slots())
-    })
+    let d = client.deal(deal).await?;
+    let report = atlas_node::client::read::read_object(
+        client,
+        client.net(),
+        &d,
+        atlas_node::client::read::Output::File(out.to_path_buf()),
+        |_| {},
+    )
     .await?;
-    result?;
-    Ok((std::fs::read(out)?, failed))
+    Ok((std::fs::read(out)?, report.failed))
 }
 
 /// Reads a whole object as `atlas get` does, from the best holders across every live deal of
@@ -539,15 +517,9 @@ pub async fn read_object(
     object: &atlas_protocol::ObjectId,
     out: &Path,
 ) -> Result<Vec<u8>> {
-    let deals = atlas_node::creator::live_deals_of(client, object).await?;
-    let (_, d) = deals
+    let deals = atlas_node::client::holders::live_deals_of(client, object).await?;
+    let (id, _) = deals
         .first()
         .ok_or_else(|| anyhow::anyhow!("no live deal of the object"))?;
-    let manifest = d
-        .terms
-        .manifest
-        .verify()
-        .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
-    let holders = atlas_node::creator::object_holders(client, object).await?;
-    Ok(decode_from(client, manifest, holders, out).await?.0)
+    Ok(read_back(client, *id, out).await?.0)
 }

@@ -3,10 +3,9 @@
 //! disk. A cancelled deal's slots are deleted once the grace period has passed, and nothing
 //! another live deal needs goes with them.
 
-use atlas_node::client::LedgerClient;
+use atlas_node::ledger::LedgerClient;
 use atlas_protocol::escrow::{SlotStatus, TxBody};
 use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
-use atlas_storage::SlotStore;
 use atlas_tests::{new_key, read_object, wait_for, Cluster, ProviderNode};
 use std::time::Duration;
 
@@ -23,9 +22,10 @@ async fn books(client: &LedgerClient, p: &ProviderNode) -> anyhow::Result<(u64, 
         other => anyhow::bail!("provider not registered: {other:?}"),
     };
     let store = p.provider.store();
-    let reserved = store.usage().reserved;
+    let reserved = store.usage().await?.reserved;
     let listed: std::collections::BTreeSet<String> = store
-        .list()?
+        .list()
+        .await?
         .iter()
         .map(|(k, _)| format!("{}.{}.data", k.object, k.slot))
         .collect();
@@ -76,8 +76,8 @@ async fn ledger_store_and_disk_agree_across_a_deal_end_and_a_restart() {
         .await
         .expect("pin b");
     let client = cluster.ledger.client(&creator).await.expect("client");
-    let a_deal = atlas_node::creator::deal_info(&client, a).await.expect("a");
-    let b_deal = atlas_node::creator::deal_info(&client, b).await.expect("b");
+    let a_deal = client.deal(a).await.expect("a");
+    let b_deal = client.deal(b).await.expect("b");
     let both = all_agree(&client, &cluster, "the books to agree with two deals").await;
     assert_eq!(
         both,
@@ -92,7 +92,7 @@ async fn ledger_store_and_disk_agree_across_a_deal_end_and_a_restart() {
         .await
         .expect("cancel");
     wait_for("deal a to end", WAIT, || async {
-        let d = atlas_node::creator::deal_info(&client, a).await?;
+        let d = client.deal(a).await?;
         Ok(d.ended.then_some(()))
     })
     .await
@@ -123,7 +123,7 @@ async fn ledger_store_and_disk_agree_across_a_deal_end_and_a_restart() {
         all_agree(&client, &cluster, "the books to agree after a restart").await,
         b_deal.terms.slot_len * 3
     );
-    let d = atlas_node::creator::deal_info(&client, b).await.expect("b");
+    let d = client.deal(b).await.expect("b");
     assert!(d
         .slots
         .iter()

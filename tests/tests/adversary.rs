@@ -8,7 +8,7 @@ use atlas_protocol::tree::{shard_level, Outboard, TreeShape};
 use atlas_protocol::wire::{LedgerRequest, LedgerResponse, Refusal, ShardResponse, MAX_PAGE_ITEMS};
 use atlas_protocol::{DealId, Keypair, PublicKey};
 use atlas_storage::slot_dir;
-use atlas_storage::{SlotKey, SlotStore};
+use atlas_storage::SlotKey;
 use atlas_tests::hostile::Hostile;
 use atlas_tests::{new_key, read_object, wait_for, Cluster};
 use std::time::Duration;
@@ -171,6 +171,7 @@ async fn a_copycat_deal_with_free_sybils_never_costs_the_victim_its_video() {
             .provider
             .store()
             .info(SlotKey::new(manifest.id(), j as u16))
+            .await
             .expect("store answers")
             .expect("the holder still has its slot");
         assert!(info.complete());
@@ -257,8 +258,13 @@ async fn strangers_cannot_make_a_provider_store_bytes() {
         (outsider, DealId([7; 32]), 0, "a deal that does not exist"),
     ];
     for (victim, deal_id, slot, what) in attempts {
-        let before = victim.provider.store().usage();
-        let listed = victim.provider.store().list().expect("list").len();
+        let before = victim
+            .provider
+            .store()
+            .usage()
+            .await
+            .expect("store answers");
+        let listed = victim.provider.store().list().await.expect("list").len();
         let mut stream = h
             .shard_stream(&provider_of(victim.key.public()).await)
             .await
@@ -271,11 +277,16 @@ async fn strangers_cannot_make_a_provider_store_bytes() {
             matches!(answer, ShardResponse::Error(_)),
             "{what}: the shard was stored: {answer:?}"
         );
-        let after = victim.provider.store().usage();
+        let after = victim
+            .provider
+            .store()
+            .usage()
+            .await
+            .expect("store answers");
         assert_eq!(after.reserved, before.reserved, "{what}: room was reserved");
         assert_eq!(after.stored, before.stored, "{what}: bytes were stored");
         assert_eq!(
-            victim.provider.store().list().expect("list").len(),
+            victim.provider.store().list().await.expect("list").len(),
             listed,
             "{what}: a slot was created"
         );
@@ -301,7 +312,16 @@ async fn strangers_cannot_make_a_provider_store_bytes() {
         .await
         .expect("answer");
     assert!(matches!(answer, ShardResponse::Error(_)), "{answer:?}");
-    assert_eq!(outsider.provider.store().usage().reserved, 0);
+    assert_eq!(
+        outsider
+            .provider
+            .store()
+            .usage()
+            .await
+            .expect("store answers")
+            .reserved,
+        0
+    );
     drop(client);
     cluster.stop().await.expect("stop");
 }
@@ -455,11 +475,11 @@ async fn a_ledger_restart_never_slashes_an_honest_holder() {
         let addr = ledger_addr.clone();
         let watcher = watcher2.clone();
         async move {
-            let client = atlas_node::client::LedgerClient::connect(&watcher, addr).await?;
+            let client = atlas_node::ledger::LedgerClient::connect(&watcher, addr).await?;
             wait_for("every slot to be proven", WAIT, || {
                 let client = &client;
                 async move {
-                    let d = atlas_node::creator::deal_info(client, id).await?;
+                    let d = client.deal(id).await?;
                     Ok(d.slots
                         .iter()
                         .all(|s| s.proven.is_some_and(|e| e >= epoch))
@@ -496,9 +516,7 @@ async fn a_ledger_restart_never_slashes_an_honest_holder() {
     proven_all(now + 2).await.expect("proving goes on");
 
     let client = cluster.ledger.client(&watcher).await.expect("client");
-    let d = atlas_node::creator::deal_info(&client, id)
-        .await
-        .expect("deal");
+    let d = client.deal(id).await.expect("deal");
     for (j, s) in d.slots.iter().enumerate() {
         assert_eq!(s.total_misses, 0, "the holder of slot {j} was slashed");
         assert!(matches!(s.status, SlotStatus::Active { misses: 0 }));

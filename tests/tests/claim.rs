@@ -2,7 +2,6 @@
 //! passes it forfeits the collateral it locked (to nobody, not the creator's reserve), the slot is freed
 //! again, the same provider may not claim it a second time, and an honest spare repairs it.
 
-use atlas_node::creator;
 use atlas_protocol::escrow::{SlotStatus, TxBody};
 use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
 use atlas_tests::{new_key, read_back, wait_for, Cluster, ProviderNode};
@@ -16,7 +15,7 @@ async fn a_claim_never_delivered_forfeits_its_collateral_and_the_slot_is_repaire
 }
 
 async fn collateral_pool(
-    client: &atlas_node::client::LedgerClient,
+    client: &atlas_node::ledger::LedgerClient,
     who: atlas_protocol::PublicKey,
 ) -> u128 {
     match client
@@ -59,11 +58,11 @@ async fn scenario() {
     .await
     .expect("registered");
 
-    let d = creator::deal_info(&observer, deal_id).await.expect("deal");
+    let d = observer.deal(deal_id).await.expect("deal");
     let dead = d.slots[0].holder.expect("slot 0 held");
     cluster.take(&dead).expect("our provider").stop().await;
     wait_for("slot 0 freed", Duration::from_secs(60), || async {
-        let d = creator::deal_info(&observer, deal_id).await?;
+        let d = observer.deal(deal_id).await?;
         Ok((d.slots[0].status == SlotStatus::Freed).then_some(()))
     })
     .await
@@ -79,7 +78,7 @@ async fn scenario() {
     )
     .await
     .expect("claim accepted");
-    let claimed = creator::deal_info(&observer, deal_id).await.expect("deal");
+    let claimed = observer.deal(deal_id).await.expect("deal");
     let locked = claimed.slots[0].collateral;
     assert_eq!(claimed.slots[0].holder, Some(silent.public()));
     assert!(locked > 0, "a claim locks collateral");
@@ -91,7 +90,7 @@ async fn scenario() {
     // The deadline passes: the collateral is forfeited (to nobody) and the slot is free again.
     let reserve_before = claimed.reserve;
     let forfeited = wait_for("claim expired", Duration::from_secs(60), || async {
-        let d = creator::deal_info(&observer, deal_id).await?;
+        let d = observer.deal(deal_id).await?;
         Ok((d.slots[0].status == SlotStatus::Freed).then_some(d))
     })
     .await
@@ -128,7 +127,7 @@ async fn scenario() {
     let spare_key = spare.key.public();
     cluster.providers.push(spare);
     wait_for("slot 0 repaired", Duration::from_secs(90), || async {
-        let d = creator::deal_info(&observer, deal_id).await?;
+        let d = observer.deal(deal_id).await?;
         let s = &d.slots[0];
         Ok((matches!(s.status, SlotStatus::Active { .. })
             && s.holder == Some(spare_key)

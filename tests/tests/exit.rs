@@ -1,7 +1,6 @@
 //! A provider leaves gracefully: after the notice period its slot is handed over without slashing,
 //! a spare rebuilds it, and the provider gets its whole collateral back.
 
-use atlas_node::creator;
 use atlas_protocol::escrow::{SlotStatus, TxBody};
 use atlas_tests::{read_back, wait_for, Cluster};
 use std::time::Duration;
@@ -20,11 +19,11 @@ async fn an_exiting_provider_hands_its_slot_over_and_gets_its_collateral_back() 
             .client(&atlas_tests::new_key())
             .await
             .expect("observer");
-        let d = creator::deal_info(&observer, deal_id).await.expect("deal");
+        let d = observer.deal(deal_id).await.expect("deal");
         let leaving = d.slots[3].holder.expect("slot 3 held");
         let leaver = cluster.take(&leaving).expect("our provider");
         wait_for("slot 3 proven", Duration::from_secs(30), || async {
-            let d = creator::deal_info(&observer, deal_id).await?;
+            let d = observer.deal(deal_id).await?;
             Ok(d.slots[3].proven.is_some().then_some(()))
         })
         .await
@@ -50,7 +49,7 @@ async fn an_exiting_provider_hands_its_slot_over_and_gets_its_collateral_back() 
             "slot 3 under a new holder",
             Duration::from_secs(90),
             || async {
-                let d = creator::deal_info(&observer, deal_id).await?;
+                let d = observer.deal(deal_id).await?;
                 let s = &d.slots[3];
                 Ok((matches!(s.status, SlotStatus::Active { .. })
                     && s.holder.is_some_and(|h| h != leaving)

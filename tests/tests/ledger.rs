@@ -22,7 +22,9 @@ async fn transactions_are_ordered_persisted_and_survive_a_restart() {
         let h1 = client
             .submit(&alice, TxBody::Faucet { amount: 10_000 })
             .await
-            .expect("faucet is included");
+            .expect("faucet is included")
+            .height
+            .expect("in a block");
         client
             .submit(
                 &alice,

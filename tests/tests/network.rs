@@ -2,12 +2,11 @@
 //! who pins a video at 4+2 and goes away, payments for proven epochs, two providers killed, the video
 //! still read back identical, and the dead providers slashed.
 
-use atlas_node::creator::{self, NetShardSource};
+use atlas_node::client::pin;
+use atlas_node::client::read::{read_object, Output};
 use atlas_node::ledger::ChainConfig;
 use atlas_protocol::escrow::{Escrow, SlotStatus, TxBody};
-use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
-use atlas_storage::{slot_dir, SlotStore};
-use atlas_tests::{encode, new_key, random_file, replay_chain, wait_for, LedgerNode, ProviderNode};
+use atlas_tests::{encode, new_key, random_file, replay_chain, wait_for, Cluster};
 use std::time::Duration;
 
 const EPOCH_BLOCKS: u64 = 5;
@@ -21,29 +20,22 @@ async fn pinned_video_is_paid_for_survives_two_dead_holders_and_they_are_slashed
 
 async fn scenario() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ledger_key = new_key();
-    let ledger = LedgerNode::start(
-        &dir.path().join("ledger"),
-        ledger_key.clone(),
-        ChainConfig {
+    let cluster = Cluster::builder(dir.path())
+        .providers(6)
+        .price(|i| 1000 * (i as u128 + 1))
+        .chain(ChainConfig {
             block_time: Duration::from_millis(100),
             epoch_blocks: EPOCH_BLOCKS,
             faucet: true,
-        },
-    )
-    .await
-    .expect("ledger starts");
-    let mut providers = Vec::new();
-    for i in 0..6u128 {
-        let p = ProviderNode::start(
-            &dir.path().join(format!("p{i}")),
-            &ledger.addr,
-            1000 * (i + 1),
-        )
+        })
+        .build()
         .await
-        .expect("provider starts");
-        providers.push(p);
-    }
+        .expect("cluster starts");
+    let Cluster {
+        ledger,
+        ledger_key,
+        mut providers,
+    } = cluster;
 
     // The creator funds itself, encodes a video and pins it.
     let creator_key = new_key();
@@ -57,11 +49,14 @@ async fn scenario() {
             .submit(&creator_key, TxBody::Faucet { amount: 10_000_000 })
             .await
             .expect("faucet");
-        creator::pin(
+        let quote = pin::quote(&client, client.net(), &manifest, u128::MAX)
+            .await
+            .expect("providers answer");
+        pin::pin(
             &client,
-            client.net(),
             &creator_key,
             &enc,
+            quote,
             60,
             u128::MAX,
             &mut |_, _| {},
@@ -76,7 +71,7 @@ async fn scenario() {
         .client(&observer_key)
         .await
         .expect("observer connects");
-    let opened = creator::deal_info(&observer, deal_id).await.expect("deal");
+    let opened = observer.deal(deal_id).await.expect("deal");
     assert_eq!(opened.terms.object, manifest.id());
 
     // Every holder is paid for five proven epochs.
@@ -84,7 +79,7 @@ async fn scenario() {
         "five paid epochs on every slot",
         Duration::from_secs(90),
         || async {
-            let d = creator::deal_info(&observer, deal_id).await?;
+            let d = observer.deal(deal_id).await?;
             Ok(d.slots.iter().all(|s| s.paid >= 5 * s.price).then_some(()))
         },
     )
@@ -128,17 +123,28 @@ async fn scenario() {
 
     // A provider restarts on its own store: it keeps its slot without downloading it again and
     // goes on proving.
-    let live = creator::deal_info(&observer, deal_id).await.expect("deal");
+    let live = observer.deal(deal_id).await.expect("deal");
     let restarted = live.slots[2].holder.expect("slot 2 has a holder");
     let index = providers
         .iter()
         .position(|p| p.key.public() == restarted)
         .expect("holder is one of ours");
     let p = providers.remove(index);
-    let stored_before = p.provider.store().usage().stored;
+    let stored_before = p
+        .provider
+        .store()
+        .usage()
+        .await
+        .expect("store answers")
+        .stored;
     let p = p.restart().await.expect("provider restarts");
     assert_eq!(
-        p.provider.store().usage().stored,
+        p.provider
+            .store()
+            .usage()
+            .await
+            .expect("store answers")
+            .stored,
         stored_before,
         "nothing lost or re-fetched"
     );
@@ -148,7 +154,7 @@ async fn scenario() {
         "the restarted provider proves again",
         Duration::from_secs(60),
         || async {
-            let d = creator::deal_info(&observer, deal_id).await?;
+            let d = observer.deal(deal_id).await?;
             Ok(d.slots[2]
                 .proven
                 .is_some_and(|e| e > epoch_at_restart)
@@ -159,7 +165,7 @@ async fn scenario() {
     .expect("restarted provider proves");
 
     // Kill the holders of slots 0 and 1.
-    let live = creator::deal_info(&observer, deal_id).await.expect("deal");
+    let live = observer.deal(deal_id).await.expect("deal");
     let doomed: Vec<_> = live.slots[..2]
         .iter()
         .map(|s| s.holder.expect("active slot has a holder"))
@@ -174,36 +180,17 @@ async fn scenario() {
     }
 
     // The video still reads back identical from the four left.
-    let mut holders = Vec::new();
-    for s in &live.slots {
-        let p = match observer
-            .request(LedgerRequest::Provider(s.holder.expect("holder")))
-            .await
-            .expect("provider query")
-        {
-            LedgerResponse::Provider(p) => p,
-            other => panic!("unexpected {other:?}"),
-        };
-        holders.push(p);
-    }
     let out = dir.path().join("back.mp4");
-    let mut source = NetShardSource::new(
-        tokio::runtime::Handle::current(),
-        observer.net().clone(),
-        manifest.clone(),
-        holders,
+    let report = read_object(
+        &observer,
+        observer.net(),
+        &live,
+        Output::File(out.clone()),
+        |_| {},
     )
-    .expect("source");
-    let layout = manifest.layout();
-    let file_hash = manifest.manifest().file_hash;
-    let out2 = out.clone();
-    let (stats, failed) = tokio::task::spawn_blocking(move || {
-        let r = slot_dir::decode_to_file(&layout, &file_hash, &mut source, &out2, &mut |_| {});
-        (r, source.failed_slots())
-    })
     .await
-    .expect("decoder thread");
-    let stats = stats.expect("decodes with two holders down");
+    .expect("decodes with two holders down");
+    let (stats, failed) = (report.stats, report.failed);
     assert!(
         std::fs::read(&out).expect("output") == data,
         "identical bytes"
@@ -216,7 +203,7 @@ async fn scenario() {
         "dead holders slashed and freed",
         Duration::from_secs(60),
         || async {
-            let d = creator::deal_info(&observer, deal_id).await?;
+            let d = observer.deal(deal_id).await?;
             Ok(d.slots[..2]
                 .iter()
                 .all(|s| s.status == SlotStatus::Freed && s.total_misses >= 3 && s.collateral == 0)
@@ -225,7 +212,7 @@ async fn scenario() {
     )
     .await
     .expect("dead providers are slashed");
-    let d = creator::deal_info(&observer, deal_id).await.expect("deal");
+    let d = observer.deal(deal_id).await.expect("deal");
     assert!(
         d.reserve > opened.reserve,
         "slashed collateral went to the repair reserve"

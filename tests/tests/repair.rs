@@ -2,9 +2,8 @@
 //! slashed, both slots are rebuilt by spare providers from the other holders, and the video still
 //! reads back identical with two more holders down. Tokens are conserved throughout.
 
-use atlas_node::creator;
 use atlas_protocol::escrow::SlotStatus;
-use atlas_storage::{SlotKey, SlotStore};
+use atlas_storage::SlotKey;
 use atlas_tests::{read_back, replay_chain, wait_for, Cluster};
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ async fn scenario() {
         .client(&observer_key)
         .await
         .expect("observer");
-    let d = creator::deal_info(&observer, deal_id).await.expect("deal");
+    let d = observer.deal(deal_id).await.expect("deal");
     let holders: Vec<_> = d
         .slots
         .iter()
@@ -42,7 +41,7 @@ async fn scenario() {
         .collect();
     assert_eq!(spares.len(), 2);
     wait_for("every slot active", Duration::from_secs(30), || async {
-        let d = creator::deal_info(&observer, deal_id).await?;
+        let d = observer.deal(deal_id).await?;
         Ok(d.slots
             .iter()
             .all(|s| matches!(s.status, SlotStatus::Active { .. }) && s.proven.is_some())
@@ -64,6 +63,7 @@ async fn scenario() {
         .provider
         .store()
         .info(key)
+        .await
         .expect("info")
         .expect("held")
         .spec
@@ -97,7 +97,7 @@ async fn scenario() {
         "both slots repaired by spares",
         Duration::from_secs(120),
         || async {
-            let d = creator::deal_info(&observer, deal_id).await?;
+            let d = observer.deal(deal_id).await?;
             let ok = d.slots[..2].iter().all(|s| {
                 matches!(s.status, SlotStatus::Active { .. })
                     && s.holder.is_some_and(|h| spares.contains(&h))

@@ -1,15 +1,17 @@
 //! `atlas pin | get | status | ls`: the creator's commands on the network.
 
+use super::progress::Progress;
 use super::Context;
-use crate::client::LedgerClient;
-use crate::creator::{self, margin, NetShardSource};
-use crate::encode::{encode_file, EncodeRequest};
-use crate::progress::Progress;
-use crate::units::{auto_shard_size, format_size, parse_duration, parse_size};
-use anyhow::{bail, Result};
+use crate::client::encode::{encode_file, EncodeRequest};
+use crate::client::holders::{find_deal, margin};
+use crate::client::read::{read_object, Output};
+use crate::client::{self, pin};
+use crate::config::defaults;
+use crate::config::units::{auto_shard_size, format_size, parse_duration, parse_size};
+use crate::ledger::LedgerClient;
+use anyhow::Result;
 use atlas_protocol::escrow::{Deal, SlotStatus};
 use atlas_protocol::DealId;
-use atlas_storage::slot_dir;
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -19,19 +21,18 @@ pub struct PinArgs {
     /// The video (or any file) to pin.
     pub file: PathBuf,
     /// Data shards per stripe (k).
-    #[arg(long, short = 'k', default_value_t = 4)]
+    #[arg(long, short = 'k', default_value_t = defaults::DATA_SHARDS)]
     pub data_shards: u16,
     /// Parity shards per stripe (m): how many holders may be lost.
-    #[arg(long, short = 'm', default_value_t = 2)]
+    #[arg(long, short = 'm', default_value_t = defaults::PARITY_SHARDS)]
     pub parity_shards: u16,
     /// Shard size: a power of two from 64KiB to 4MiB [default: the file's share per data shard,
     /// rounded up to a power of two, from 64KiB to 1MiB].
     #[arg(long, value_parser = parse_size)]
     pub shard_size: Option<u64>,
-    /// How long to keep the file, e.g. 30d, 12h (turned into epochs at the chain's block time)
-    /// [default: 7d].
-    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration, conflicts_with = "epochs")]
-    pub duration: Option<std::time::Duration>,
+    /// How long to keep the file, e.g. 30d, 12h (turned into epochs at the chain's block time).
+    #[arg(long = "for", value_name = "DURATION", default_value = defaults::DEAL_LENGTH, value_parser = parse_duration, conflicts_with = "epochs")]
+    pub duration: std::time::Duration,
     /// Epochs to pay for, instead of --for.
     #[arg(long)]
     pub epochs: Option<u64>,
@@ -92,7 +93,7 @@ pub fn deal(ctx: &Context, args: DealArgs) -> Result<()> {
         let (DealCommand::Topup { id, .. }
         | DealCommand::Extend { id, .. }
         | DealCommand::Cancel { id }) = &args.command;
-        let (deal_id, _) = creator::find_deal(&client, id).await?;
+        let (deal_id, _) = find_deal(&client, id).await?;
         let body = match args.command {
             DealCommand::Topup { amount, .. } => TxBody::TopUp {
                 deal: deal_id,
@@ -105,7 +106,7 @@ pub fn deal(ctx: &Context, args: DealArgs) -> Result<()> {
             DealCommand::Cancel { .. } => TxBody::CancelDeal { deal: deal_id },
         };
         client.submit(&key, body).await?;
-        let d = creator::deal_info(&client, deal_id).await?;
+        let d = client.deal(deal_id).await?;
         let epoch = client.status().await?.epoch;
         anyhow::Ok((deal_id, d, epoch))
     })?;
@@ -128,9 +129,6 @@ fn slot_state(s: &SlotStatus) -> String {
         SlotStatus::Ended => "ended".into(),
     }
 }
-
-/// How long `pin` keeps a file when neither `--for` nor `--epochs` is given.
-const DEFAULT_DEAL_LENGTH: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// Epochs covering `d` at the chain's block time (at least one).
 fn epochs_for(d: std::time::Duration, status: &atlas_protocol::wire::ChainStatus) -> u64 {
@@ -170,7 +168,10 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
             media_type: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
-        &mut progress,
+        &mut |done, total| {
+            progress.set_total(total);
+            progress.update(done)
+        },
     )?;
     progress.finish();
     let layout = manifest.layout();
@@ -182,30 +183,48 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
     let quiet = ctx.quiet;
     let deal = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
-        let epochs = match (args.epochs, args.duration) {
-            (Some(e), _) => e,
-            (None, d) => {
-                let status = client.status().await?;
-                epochs_for(d.unwrap_or(DEFAULT_DEAL_LENGTH), &status)
-            }
+        let epochs = match args.epochs {
+            Some(e) => e,
+            None => epochs_for(args.duration, &client.status().await?),
         };
+        // What the deal will cost is known, and printed, before anything is paid.
+        let quote = pin::quote(
+            &client,
+            client.net(),
+            &manifest,
+            args.max_price.unwrap_or(u128::MAX),
+        )
+        .await?;
+        let params = client.status().await?.params;
+        let (escrow, reserve) = params
+            .deal_deposit(quote.per_epoch, epochs)
+            .ok_or_else(|| anyhow::anyhow!("the price of {epochs} epochs overflows"))?;
+        if !quiet {
+            eprintln!(
+                "paying {} for {epochs} epochs ({} per epoch to {} providers) plus {} held in reserve for repairs",
+                escrow,
+                quote.per_epoch,
+                layout.total_shards(),
+                reserve
+            );
+        }
         let mut up = Progress::new(
             "uploading",
             layout.slot_len() * layout.total_shards() as u64,
             quiet,
         );
-        let deal = creator::pin(
+        let deal = pin::pin(
             &client,
-            client.net(),
             &key,
             &dir,
+            quote,
             epochs,
             args.max_price.unwrap_or(u128::MAX),
             &mut |done, _| up.update(done),
         )
         .await?;
         up.finish();
-        let info = creator::deal_info(&client, deal).await?;
+        let info = client.deal(deal).await?;
         anyhow::Ok((deal, info))
     })?;
     let (deal_id, info) = deal;
@@ -245,52 +264,36 @@ pub fn get(ctx: &Context, args: GetArgs) -> Result<()> {
     let key = match ctx.home()?.load_key() {
         Ok(k) => k,
         // Reading needs no account: any key will do for the connection.
-        Err(_) => crate::home::ephemeral_key()?,
+        Err(_) => crate::config::home::ephemeral_key()?,
     };
     let addr = args.ledger.addr()?;
     let quiet = ctx.quiet;
-    let (stats, failed, manifest) = super::runtime()?.block_on(async {
+    let (report, manifest) = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
-        let (_, deal) = creator::find_deal(&client, &args.id).await?;
-        let manifest = deal
-            .terms.manifest
-            .verify()
-            .map_err(|e| anyhow::anyhow!("deal manifest: {e}"))?;
-        // Holders from every live deal of the object: shards are verified against the manifest.
-        let holders = creator::object_holders(&client, &deal.terms.object).await?;
-        let mut source = NetShardSource::new(
-            tokio::runtime::Handle::current(),
-            client.net().clone(),
-            manifest.clone(),
-            holders,
-        )?;
-        let out = args.out.clone();
-        let layout = manifest.layout();
-        let file_hash = manifest.manifest().file_hash;
-        let (stats, failed) = tokio::task::spawn_blocking(move || {
-            let mut progress = Progress::new("downloading", layout.size(), quiet);
-            let r = slot_dir::decode_to_file(&layout, &file_hash, &mut source, &out, &mut |d| {
-                progress.update(d)
-            });
-            progress.finish();
-            (r, source.failed_slots())
-        })
-        .await?;
-        let stats = match stats {
-            Ok(s) => s,
-            Err(slot_dir::SlotDirError::Decode(
-                atlas_protocol::erasure::DecodeError::NotEnoughShards {
-                    stripe,
-                    available,
-                    needed,
-                },
-            )) => bail!(
-                "cannot rebuild: stripe {stripe} has only {available} of the {needed} shards it needs (holders of slots {failed:?} could not serve); nothing was written"
-            ),
-            Err(e) => return Err(e.into()),
+        let (_, deal) = find_deal(&client, &args.id).await?;
+        let manifest = client::manifest_of(&deal)?;
+        let mut progress = Progress::new("downloading", manifest.layout().size(), quiet);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(16);
+        let read = read_object(
+            &client,
+            client.net(),
+            &deal,
+            Output::File(args.out.clone()),
+            move |done| {
+                let _ = tx.try_send(done);
+            },
+        );
+        tokio::pin!(read);
+        let report = loop {
+            tokio::select! {
+                r = &mut read => break r?,
+                Some(done) = rx.recv() => progress.update(done),
+            }
         };
-        anyhow::Ok((stats, failed, manifest))
+        progress.finish();
+        anyhow::Ok((report, manifest))
     })?;
+    let (stats, failed) = (report.stats, report.failed);
     if ctx.json {
         ctx.print_json(&json!({
             "object_id": manifest.id().to_string(),
@@ -319,12 +322,12 @@ pub fn get(ctx: &Context, args: GetArgs) -> Result<()> {
 pub fn status(ctx: &Context, args: StatusArgs) -> Result<()> {
     let key = match ctx.home()?.load_key() {
         Ok(k) => k,
-        Err(_) => crate::home::ephemeral_key()?,
+        Err(_) => crate::config::home::ephemeral_key()?,
     };
     let addr = args.ledger.addr()?;
     let (deal_id, deal, epoch) = super::runtime()?.block_on(async {
         let client = LedgerClient::connect(&key, addr).await?;
-        let (id, deal) = creator::find_deal(&client, &args.id).await?;
+        let (id, deal) = find_deal(&client, &args.id).await?;
         let epoch = client.status().await?.epoch;
         anyhow::Ok((id, deal, epoch))
     })?;

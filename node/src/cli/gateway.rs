@@ -1,8 +1,8 @@
 //! `atlas gateway run`.
 
 use super::Context;
-use crate::client::LedgerClient;
 use crate::gateway::{self, GatewayConfig};
+use crate::ledger::LedgerClient;
 use anyhow::{Context as _, Result};
 use atlas_protocol::PublicKey;
 use clap::{Args, Subcommand};
@@ -22,7 +22,7 @@ pub enum GatewayCommand {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// HTTP address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(long, default_value = crate::config::defaults::GATEWAY_LISTEN, value_name = "ADDR")]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub ledger: super::LedgerArg,
@@ -50,14 +50,16 @@ pub fn run(ctx: &Context, cmd: GatewayCommand) -> Result<()> {
     }
     let key = match own {
         Some(k) => k,
-        None => crate::home::ephemeral_key()?,
+        None => crate::config::home::ephemeral_key()?,
     };
     let addr = args.ledger.addr()?;
     super::runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let client = LedgerClient::connect(&key, addr).await?;
+        let net = client.net().clone();
         let (bound, task) = gateway::start(
-            client,
+            std::sync::Arc::new(client),
+            net,
             GatewayConfig { creators },
             args.listen,
             shutdown.clone(),

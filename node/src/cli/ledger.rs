@@ -1,9 +1,10 @@
 //! `atlas ledger run`.
 
 use super::Context;
+use crate::config::defaults;
+use crate::config::units::parse_duration;
 use crate::ledger::{self, ChainConfig, Ledger};
 use crate::net::{self, NetConfig};
-use crate::units::parse_duration;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use libp2p::Multiaddr;
@@ -24,10 +25,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
     /// Time between blocks.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = defaults::BLOCK_TIME, value_parser = parse_duration)]
     pub block_time: Duration,
     /// Blocks per epoch (fixed at genesis: keep it the same across restarts).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = defaults::EPOCH_BLOCKS, value_parser = clap::value_parser!(u64).range(1..))]
     pub epoch_blocks: u64,
     /// Enable the devnet faucet (`atlas wallet faucet`); fixed at genesis.
     #[arg(long)]
@@ -92,6 +93,6 @@ pub fn run(ctx: &Context, cmd: LedgerCommand) -> Result<()> {
         let result = ledger::run(ledger, net, events, shutdown.clone()).await;
         shutdown.cancel();
         let _ = net_task.await;
-        result
+        anyhow::Ok(result?)
     })
 }

@@ -1,9 +1,9 @@
 //! `atlas encode | decode | verify`: the erasure code on a local directory, no network.
 
+use super::progress::Progress;
 use super::Context;
-use crate::encode::{encode_file, EncodeRequest};
-use crate::progress::Progress;
-use crate::units::{format_size, parse_size};
+use crate::client::encode::{encode_file, EncodeRequest};
+use crate::config::units::{format_size, parse_size};
 use anyhow::{bail, Result};
 use atlas_protocol::erasure::DecodeError;
 use atlas_storage::slot_dir::{SlotDir, SlotDirError, SlotHealth};
@@ -74,7 +74,10 @@ pub fn encode(ctx: &Context, args: EncodeArgs) -> Result<()> {
             media_type: args.media_type.clone(),
             threads,
         },
-        &mut progress,
+        &mut |done, total| {
+            progress.set_total(total);
+            progress.update(done)
+        },
     )?;
     progress.finish();
     let secs = progress.elapsed();

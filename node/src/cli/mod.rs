@@ -5,6 +5,7 @@ mod gateway;
 mod key;
 mod ledger;
 mod local;
+mod progress;
 mod provider;
 mod testnet;
 mod wallet;
@@ -30,7 +31,7 @@ pub struct LedgerArg {
 }
 
 fn parse_ledger(text: &str) -> Result<Multiaddr, String> {
-    crate::client::parse_ledger_addr(text).map_err(|e| format!("{e:#}"))
+    crate::ledger::parse_ledger_addr(text).map_err(|e| format!("{e:#}"))
 }
 
 impl LedgerArg {
@@ -53,6 +54,11 @@ pub struct Cli {
     /// Directory for this node's key, config and data [env: ATLAS_HOME, default: ~/.atlas]
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
+
+    /// Settings file [env: ATLAS_CONFIG, default: atlas.toml in the home, if there is one].
+    /// Flags and environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Print one JSON document on stdout instead of text (for commands that report state).
     #[arg(long, global = true)]
@@ -101,6 +107,20 @@ pub enum Command {
     /// A local network on loopback: a ledger, providers and a gateway, one process each.
     #[command(subcommand)]
     Testnet(testnet::TestnetCommand),
+}
+
+/// Parses the command line with `atlas.toml`'s settings as the defaults of their flags. Prints
+/// help, the version or a usage error and exits where clap would.
+pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let settings = match crate::config::locate(&args) {
+        Ok(Some(path)) => crate::config::read(&path)?,
+        // No home at all: commands that need one say so; the rest run on defaults.
+        Ok(None) | Err(_) => Vec::new(),
+    };
+    let cmd = crate::config::apply(Cli::command(), &settings);
+    let matches = cmd.try_get_matches_from(args).unwrap_or_else(|e| e.exit());
+    Cli::from_arg_matches(&matches).map_err(|e| anyhow!("{e}"))
 }
 
 /// Runs a parsed command line.
@@ -157,9 +177,10 @@ pub async fn announce(
     for addr in net.listen_addrs() {
         println!("listening on {addr}");
     }
-    let registry = std::sync::Arc::new(std::sync::Mutex::new(registry));
     if let Some(addr) = metrics {
-        let bound = crate::metrics::serve(addr, registry, shutdown.clone()).await?;
+        let bound = crate::metrics::serve(addr, registry, shutdown.clone())
+            .await
+            .map_err(|e| anyhow!("cannot listen for metrics on {addr}: {e}"))?;
         println!("metrics on http://{bound}/metrics");
     }
     flush_stdout();
@@ -195,8 +216,8 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn home(&self) -> Result<crate::home::Home> {
-        crate::home::Home::resolve(self.home.clone())
+    pub fn home(&self) -> Result<crate::config::home::Home> {
+        Ok(crate::config::home::Home::resolve(self.home.clone())?)
     }
 
     /// Prints a JSON value as one document on stdout.

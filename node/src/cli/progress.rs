@@ -1,7 +1,7 @@
 //! Progress for long operations, on stderr: a live line on a terminal, a line every few seconds
 //! otherwise, nothing for operations that finish quickly.
 
-use crate::units::format_size;
+use crate::config::units::format_size;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 

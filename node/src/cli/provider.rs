@@ -1,8 +1,9 @@
 //! `atlas provider run`.
 
 use super::Context;
+use crate::config::defaults;
+use crate::config::units::parse_size;
 use crate::provider::{Provider, ProviderConfig};
-use crate::units::parse_size;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use libp2p::Multiaddr;
@@ -29,17 +30,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
     /// Disk space offered for slots.
-    #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+    #[arg(long, default_value = defaults::CAPACITY, value_parser = parse_size)]
     pub capacity: u64,
     /// Price per GiB per epoch, in base units.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = defaults::PRICE)]
     pub price: u128,
     /// Collateral to lock with the ledger (funded from the devnet faucet if the balance is short).
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = defaults::COLLATERAL)]
     pub collateral: u128,
     /// Epochs a stored slot that no live deal assigns here (ended, cancelled, freed or handed
     /// over) is kept before its bytes are deleted.
-    #[arg(long, default_value_t = 6, value_name = "EPOCHS")]
+    #[arg(long, default_value_t = defaults::GC_GRACE_EPOCHS, value_name = "EPOCHS")]
     pub gc_grace_epochs: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
@@ -47,7 +48,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub ledger: super::LedgerArg,
     /// How often to check the ledger for new epochs and slots.
-    #[arg(long, default_value = "500ms", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = defaults::POLL, value_parser = crate::config::units::parse_duration)]
     pub poll: Duration,
 }
 
@@ -68,7 +69,7 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
         } else {
             args.listen
         };
-        let (provider, net_task) = Provider::start(
+        let running = Provider::start(
             &home.root().join("slots"),
             key,
             ProviderConfig {
@@ -77,23 +78,18 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
                 collateral: args.collateral,
                 listen,
                 gc_grace_epochs: args.gc_grace_epochs,
+                poll: args.poll,
             },
             ledger,
             &mut registry,
-            shutdown.clone(),
         )
         .await?;
+        let provider = running.provider.clone();
         println!("provider {}", provider.net().peer_id());
         super::announce(provider.net(), registry, args.metrics, &shutdown).await?;
-        let streams = provider.serve_streams(shutdown.clone())?;
-        let prover = tokio::spawn(provider.clone().run_prover(args.poll, shutdown.clone()));
-        let repairer = tokio::spawn(provider.clone().run_repairer(args.poll, shutdown.clone()));
         super::wait_for_signal().await;
         shutdown.cancel();
-        let _ = prover.await;
-        let _ = repairer.await;
-        let _ = streams.await;
-        let _ = net_task.await;
+        running.stop().await;
         Ok(())
     })
 }
@@ -102,10 +98,12 @@ fn exit(ctx: &Context, ledger: super::LedgerArg) -> Result<()> {
     let key = ctx.home()?.load_key()?;
     let addr = ledger.addr()?;
     super::runtime()?.block_on(async move {
-        let client = crate::client::LedgerClient::connect(&key, addr).await?;
+        let client = crate::ledger::LedgerClient::connect(&key, addr).await?;
         let height = client
             .submit(&key, atlas_protocol::escrow::TxBody::ExitProvider)
-            .await?;
+            .await?
+            .height
+            .unwrap_or_default();
         let status = client.status().await?;
         let notice = status.params.exit_notice_epochs;
         if ctx.json {

@@ -1,12 +1,12 @@
 //! `atlas testnet up|status|down`: a local multi-node network on loopback, one process per node.
 
 use super::Context;
-use crate::client::LedgerClient;
-use crate::home::Home;
+use crate::config::defaults;
+use crate::config::home::Home;
+use crate::ledger::LedgerClient;
 use crate::net;
 use anyhow::{bail, Context as _, Result};
 use atlas_protocol::escrow::TxBody;
-use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
 use atlas_testnet::{Member, Plan, Role, Stopped, Testnet};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -55,7 +55,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub capacity: Option<String>,
     /// How long to wait for every process to come up.
-    #[arg(long, default_value = "120s", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = crate::config::units::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -138,19 +138,26 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
             t
         }
         None => {
-            let block_time = args.block_time.clone().unwrap_or_else(|| "500ms".into());
-            let capacity = args.capacity.clone().unwrap_or_else(|| "4GiB".into());
+            let block_time = args
+                .block_time
+                .clone()
+                .unwrap_or_else(|| defaults::BLOCK_TIME.into());
+            let capacity = args
+                .capacity
+                .clone()
+                .unwrap_or_else(|| defaults::CAPACITY.into());
             // Check what the first `up` fixes, so a typo fails here and not in a child's log.
-            crate::units::parse_duration(&block_time)
+            crate::config::units::parse_duration(&block_time)
                 .map_err(|e| anyhow::anyhow!("--block-time: {e}"))?;
-            crate::units::parse_size(&capacity).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
+            crate::config::units::parse_size(&capacity)
+                .map_err(|e| anyhow::anyhow!("--capacity: {e}"))?;
             Testnet {
                 dir: dir.clone(),
                 plan: Plan {
-                    providers: 8,
-                    base_port: args.base_port.unwrap_or(7700),
+                    providers: defaults::TESTNET_PROVIDERS as usize,
+                    base_port: args.base_port.unwrap_or(defaults::TESTNET_BASE_PORT),
                     block_time,
-                    epoch_blocks: args.epoch_blocks.unwrap_or(10),
+                    epoch_blocks: args.epoch_blocks.unwrap_or(defaults::EPOCH_BLOCKS),
                     capacity,
                 },
             }
@@ -236,7 +243,7 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
 
     let runtime = super::runtime()?;
     let height = runtime.block_on(async {
-        let addr = crate::client::parse_ledger_addr(&ledger_addr)?;
+        let addr = crate::ledger::parse_ledger_addr(&ledger_addr)?;
         let client = LedgerClient::connect(&creator, addr).await?;
         if client.account(&creator.public()).await?.balance < CREATOR_FUNDS / 10 {
             client
@@ -248,9 +255,7 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
         loop {
             let mut registered = 0;
             for (_, key) in &provider_keys {
-                if let LedgerResponse::Provider(Some(_)) =
-                    client.request(LedgerRequest::Provider(*key)).await?
-                {
+                if client.provider(key).await?.is_some() {
                     registered += 1;
                 }
             }
@@ -364,14 +369,15 @@ fn status(ctx: &Context, args: DirArgs) -> Result<()> {
         .collect();
     let up = rows.iter().filter(|r| r.1.is_some()).count();
     let chain = if rows[0].1.is_some() {
-        let key = crate::home::ephemeral_key()?;
+        let key = crate::config::home::ephemeral_key()?;
         super::runtime()?
             .block_on(async {
-                let addr = crate::client::parse_ledger_addr(&ledger_addr)?;
+                let addr = crate::ledger::parse_ledger_addr(&ledger_addr)?;
                 let client = LedgerClient::connect(&key, addr).await?;
-                tokio::time::timeout(Duration::from_secs(5), client.status())
+                let status = tokio::time::timeout(Duration::from_secs(5), client.status())
                     .await
-                    .context("the ledger did not answer")?
+                    .context("the ledger did not answer")??;
+                anyhow::Ok(status)
             })
             .ok()
     } else {

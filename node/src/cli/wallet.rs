@@ -1,7 +1,7 @@
 //! `atlas wallet balance | faucet AMOUNT | transfer TO AMOUNT`.
 
 use super::Context;
-use crate::client::LedgerClient;
+use crate::ledger::LedgerClient;
 use anyhow::Result;
 use atlas_protocol::escrow::TxBody;
 use atlas_protocol::PublicKey;
@@ -35,10 +35,13 @@ pub fn run(ctx: &Context, args: WalletArgs) -> Result<()> {
         let height = match args.command {
             WalletCommand::Balance => None,
             WalletCommand::Faucet { amount } => {
-                Some(client.submit(&key, TxBody::Faucet { amount }).await?)
+                client.submit(&key, TxBody::Faucet { amount }).await?.height
             }
             WalletCommand::Transfer { to, amount } => {
-                Some(client.submit(&key, TxBody::Transfer { to, amount }).await?)
+                client
+                    .submit(&key, TxBody::Transfer { to, amount })
+                    .await?
+                    .height
             }
         };
         let account = client.account(&me).await?;

@@ -1,8 +1,7 @@
 //! Encoding a file into an encoded-object directory with a signed manifest: what `atlas encode`
 //! and `atlas pin` share.
 
-use crate::progress::Progress;
-use anyhow::{bail, Context as _, Result};
+use super::{ClientError, Result};
 use atlas_protocol::layout::{Layout, ENCODING_RS_GF8_V1};
 use atlas_protocol::manifest::{Manifest, VerifiedManifest, MANIFEST_VERSION};
 use atlas_protocol::Keypair;
@@ -55,15 +54,18 @@ pub fn guess_media_type(path: &Path) -> &'static str {
 pub fn encode_file(
     key: &Keypair,
     req: &EncodeRequest,
-    progress: &mut Progress,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifiedManifest> {
-    let file =
-        File::open(req.file).with_context(|| format!("cannot open {}", req.file.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", req.file.display()))?;
+    let cannot = |what: &str, e: std::io::Error| {
+        ClientError::Encode(format!("cannot {what} {}: {e}", req.file.display()))
+    };
+    let file = File::open(req.file).map_err(|e| cannot("open", e))?;
+    let meta = file.metadata().map_err(|e| cannot("read", e))?;
     if !meta.is_file() {
-        bail!("{} is not a regular file", req.file.display());
+        return Err(ClientError::Encode(format!(
+            "{} is not a regular file",
+            req.file.display()
+        )));
     }
     let layout = Layout::new(
         req.data_shards as usize,
@@ -71,14 +73,15 @@ pub fn encode_file(
         req.shard_size,
         meta.len(),
     )
-    .context("bad encoding parameters")?;
+    .map_err(|e| ClientError::Encode(format!("bad encoding parameters: {e}")))?;
     let writer = SlotDirWriter::create(req.out, layout.total_shards())?;
-    progress.set_total(layout.size());
+    let total = layout.size();
+    progress(0, total);
     let encoded = writer.encode(
         BufReader::with_capacity(1 << 16, file),
         layout,
         req.threads,
-        &mut |done| progress.update(done),
+        &mut |done| progress(done, total),
     )?;
     let manifest = Manifest {
         version: MANIFEST_VERSION,
@@ -109,7 +112,7 @@ pub fn encode_file(
         Ok(s) => s,
         Err(e) => {
             writer.discard();
-            return Err(e).context("signing the manifest");
+            return Err(ClientError::Encode(format!("signing the manifest: {e}")));
         }
     };
     if let Err(e) = writer.finish(&layout, &signed) {

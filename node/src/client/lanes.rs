@@ -6,10 +6,10 @@
 //! root and hands it over. A holder that fails, stalls or lies loses its lane for the rest of the
 //! read; the decoder then uses parity.
 
-use crate::creator::open_shard_stream;
+use super::dial::open_shard_stream;
+use super::{ClientError, Result};
 use crate::net::NetHandle;
-use crate::shard;
-use anyhow::{anyhow, bail, Result};
+use crate::wire::shard;
 use atlas_protocol::erasure::ShardSource;
 use atlas_protocol::escrow::Provider;
 use atlas_protocol::manifest::VerifiedManifest;
@@ -23,6 +23,11 @@ use tokio::sync::mpsc;
 
 /// How long a holder may take to open a stream or to answer one request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stripes a lane may have asked for and not yet handed over. The decoder looks at most 16
+/// stripes ahead, and a pooled reader may still have one earlier read's prefetches in flight, so
+/// a lane that reaches this is broken and is given up (never waited on, which could deadlock).
+const LANE_DEPTH: usize = 64;
 
 /// Reads shards from their holders over `/atlas/shard/1`, verifying each against its slot root.
 /// Used from a blocking thread: it drives the async network with `Handle::block_on`.
@@ -47,8 +52,8 @@ type Answer = (u64, Result<Vec<u8>>);
 
 /// One holder's pipelined stream.
 struct Lane {
-    requests: mpsc::UnboundedSender<u64>,
-    answers: mpsc::UnboundedReceiver<Answer>,
+    requests: mpsc::Sender<u64>,
+    answers: mpsc::Receiver<Answer>,
     /// Stripes asked for and not yet answered, in the order asked.
     asked: VecDeque<u64>,
     /// Answers that came before the one being waited for (a stripe asked late, say parity for
@@ -114,8 +119,8 @@ impl NetShardSource {
                 root: self.manifest.slot_root(slot),
                 shard_size: self.manifest.layout().shard_size(),
             };
-            let (requests, asks) = mpsc::unbounded_channel();
-            let (answer, answers) = mpsc::unbounded_channel();
+            let (requests, asks) = mpsc::channel(LANE_DEPTH);
+            let (answer, answers) = mpsc::channel(LANE_DEPTH);
             let task = self
                 .rt
                 .spawn(run_lane(self.net.clone(), provider, check, asks, answer));
@@ -153,7 +158,7 @@ impl NetShardSource {
         if lane.asked.contains(&stripe) || lane.early.contains_key(&stripe) {
             return true;
         }
-        if lane.requests.send(stripe).is_err() {
+        if lane.requests.try_send(stripe).is_err() {
             self.give_up(slot);
             return false;
         }
@@ -189,7 +194,7 @@ impl ShardSource for NetShardSource {
                     }
                 }
                 Some((s, Err(e))) => {
-                    tracing::info!(slot, stripe = s, error = %format!("{e:#}"), "holder cannot serve; using parity");
+                    tracing::info!(slot, stripe = s, error = %e, "holder cannot serve; using parity");
                     self.give_up(slot);
                     return Ok(false);
                 }
@@ -223,8 +228,8 @@ async fn run_lane(
     net: NetHandle,
     provider: Provider,
     check: Check,
-    mut asks: mpsc::UnboundedReceiver<u64>,
-    answer: mpsc::UnboundedSender<Answer>,
+    mut asks: mpsc::Receiver<u64>,
+    answer: mpsc::Sender<Answer>,
 ) {
     let first = match asks.recv().await {
         Some(s) => s,
@@ -234,17 +239,18 @@ async fn run_lane(
         match tokio::time::timeout(ANSWER_TIMEOUT, open_shard_stream(&net, &provider)).await {
             Ok(Ok((_, s))) => s,
             Ok(Err(e)) => {
-                let _ = answer.send((first, Err(e)));
+                let _ = answer.send((first, Err(e))).await;
                 return;
             }
             Err(_) => {
-                let _ = answer.send((first, Err(anyhow!("timed out opening a shard stream"))));
+                let timed_out = ClientError::BadHolder("timed out opening a shard stream".into());
+                let _ = answer.send((first, Err(timed_out))).await;
                 return;
             }
         };
     let (mut rd, mut wr) = stream.split();
     // Stripes written and not yet answered, handed from the writer to the reader.
-    let (sent_tx, mut sent) = mpsc::unbounded_channel::<u64>();
+    let (sent_tx, mut sent) = mpsc::channel::<u64>(LANE_DEPTH);
     let writer = async move {
         let mut next = Some(first);
         while let Some(stripe) = next {
@@ -254,7 +260,7 @@ async fn run_lane(
                 stripe,
             };
             shard::write_request(&mut wr, &req).await?;
-            if sent_tx.send(stripe).is_err() {
+            if sent_tx.send(stripe).await.is_err() {
                 break;
             }
             // Flush once per burst of requests, not once per request.
@@ -266,15 +272,15 @@ async fn run_lane(
                 }
             };
         }
-        anyhow::Ok(())
+        Ok::<_, ClientError>(())
     };
     let reader = async {
         while let Some(stripe) = sent.recv().await {
             let got = tokio::time::timeout(ANSWER_TIMEOUT, read_one(&mut rd, &check, stripe))
                 .await
-                .unwrap_or_else(|_| Err(anyhow!("the holder did not answer in time")));
+                .unwrap_or_else(|_| Err(ClientError::BadHolder("did not answer in time".into())));
             let failed = got.is_err();
-            if answer.send((stripe, got)).is_err() || failed {
+            if answer.send((stripe, got)).await.is_err() || failed {
                 return;
             }
         }
@@ -282,7 +288,7 @@ async fn run_lane(
     tokio::select! {
         r = writer => if let Err(e) = r {
             // The reader reports the stripe it waits for; this covers a lane with none in flight.
-            let _ = answer.send((u64::MAX, Err(e)));
+            let _ = answer.send((u64::MAX, Err(e))).await;
         },
         () = reader => {}
     }
@@ -297,10 +303,10 @@ async fn read_one(
     match shard::read_response(rd).await? {
         ShardResponse::Shard { len, siblings } => {
             if len != check.shard_size {
-                bail!(
-                    "the holder sent a shard of {len} bytes, not {}",
+                return Err(ClientError::BadHolder(format!(
+                    "sent a shard of {len} bytes, not {}",
                     check.shard_size
-                );
+                )));
             }
             let bytes = shard::read_body(rd, len).await?;
             verify_shard(
@@ -317,11 +323,13 @@ async fn read_one(
                     stripe,
                     "holder sent a shard that fails verification"
                 );
-                anyhow!("shard fails verification: {e}")
+                ClientError::BadHolder(format!("sent a shard that fails verification: {e}"))
             })?;
             Ok(bytes)
         }
-        ShardResponse::Error(e) => bail!("{e}"),
-        other => bail!("unexpected provider answer: {other:?}"),
+        ShardResponse::Error(e) => Err(ClientError::BadHolder(format!("cannot serve: {e}"))),
+        other => Err(ClientError::BadHolder(format!(
+            "answered a get with {other:?}"
+        ))),
     }
 }

@@ -1,6 +1,35 @@
 //! `ATLAS_HOME`: a node's key, config and data (default `~/.atlas`).
 
-use anyhow::{bail, Context, Result};
+/// Why the home could not give what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("neither ATLAS_HOME nor HOME is set; set ATLAS_HOME to a directory for Atlas's key and data")]
+    NoHome,
+    #[error("{0} already holds a key; keep it, or pass --force to replace it (the old identity and its funds are lost)")]
+    KeyExists(PathBuf),
+    #[error("no key at {0}; create one with `atlas key gen` (or set ATLAS_HOME)")]
+    NoKey(PathBuf),
+    #[error("{0} does not hold a valid key")]
+    BadKey(PathBuf),
+    #[error("the OS gave no randomness for a key: {0}")]
+    Randomness(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = HomeError> = std::result::Result<T, E>;
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> HomeError + 'a {
+    move |source| HomeError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
 use atlas_protocol::Keypair;
 use std::fs;
 use std::io::Write;
@@ -13,8 +42,7 @@ pub const KEY_FILE: &str = "key";
 /// A throwaway key, for commands that only read (the network needs some identity).
 pub fn ephemeral_key() -> Result<Keypair> {
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)
-        .map_err(|e| anyhow::anyhow!("the OS gave no randomness for a key: {e}"))?;
+    getrandom::fill(&mut secret).map_err(|e| HomeError::Randomness(e.to_string()))?;
     Ok(Keypair::from_secret(secret))
 }
 
@@ -32,8 +60,7 @@ impl Home {
             None => match std::env::var_os("ATLAS_HOME") {
                 Some(p) if !p.is_empty() => PathBuf::from(p),
                 _ => {
-                    let home = std::env::var_os("HOME")
-                        .context("neither ATLAS_HOME nor HOME is set; set ATLAS_HOME to a directory for Atlas's key and data")?;
+                    let home = std::env::var_os("HOME").ok_or(HomeError::NoHome)?;
                     PathBuf::from(home).join(".atlas")
                 }
             },
@@ -53,17 +80,10 @@ impl Home {
     pub fn generate_key(&self, force: bool) -> Result<Keypair> {
         let path = self.key_path();
         if path.exists() && !force {
-            bail!(
-                "{} already holds a key; keep it, or pass --force to replace it (the old identity and its funds are lost)",
-                path.display()
-            );
+            return Err(HomeError::KeyExists(path));
         }
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating {}", self.root.display()))?;
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| anyhow::anyhow!("the OS gave no randomness for a key: {e}"))?;
-        let key = Keypair::from_secret(secret);
+        fs::create_dir_all(&self.root).map_err(io("creating", &self.root))?;
+        let key = ephemeral_key()?;
         let tmp = self.root.join(format!("{KEY_FILE}.tmp"));
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -71,11 +91,11 @@ impl Home {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+            .map_err(io("writing", &tmp))?;
         writeln!(f, "{}", key.secret_hex())
             .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            .map_err(io("writing", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("writing", &path))?;
         Ok(key)
     }
 
@@ -95,13 +115,11 @@ impl Home {
         let path = self.key_path();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "no key at {}; create one with `atlas key gen` (or set ATLAS_HOME)",
-                path.display()
-            ),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HomeError::NoKey(path))
+            }
+            Err(e) => return Err(io("reading", &path)(e)),
         };
-        Keypair::from_hex(&text)
-            .with_context(|| format!("{} does not hold a valid key", path.display()))
+        Keypair::from_hex(&text).map_err(|_| HomeError::BadKey(path))
     }
 }

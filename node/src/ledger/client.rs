@@ -1,29 +1,83 @@
-//! Talking to the ledger from a command: connect, ask, submit signed transactions.
+//! The typed ledger client: one method per query, each answer checked for its kind once here, and
+//! refusals kept typed so callers decide on variants, never on text.
 
-use crate::net::{self, NetConfig, NetHandle};
-use anyhow::{anyhow, bail, Context as _, Result};
-use atlas_protocol::escrow::{Account, ChainId, EscrowError, Tx, TxBody};
-use atlas_protocol::escrow::{Deal, Provider};
+use crate::net::{self, NetConfig, NetError, NetHandle};
+use atlas_protocol::chain::Block;
+use atlas_protocol::escrow::{Account, ChainId, Deal, EscrowError, Provider, Tx, TxBody};
 use atlas_protocol::wire::{ChainStatus, DealQuery, LedgerRequest, LedgerResponse, Refusal};
-use atlas_protocol::Keypair;
-use atlas_protocol::{DealId, PublicKey};
+use atlas_protocol::{DealId, Keypair, PublicKey};
 use libp2p::{Multiaddr, PeerId};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+
+/// Why a ledger call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("'{0}' is not a multiaddr")]
+    BadAddress(String),
+    #[error("ledger address {0} has no /p2p/<peer id> part; use the full address `atlas ledger run` prints")]
+    NoPeerId(Multiaddr),
+    #[error("cannot reach the ledger at {addr}: {source}")]
+    Unreachable { addr: Multiaddr, source: NetError },
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The ledger could not serve the request (a storage failure, a retired request).
+    #[error("the ledger failed: {0}")]
+    Failed(String),
+    #[error("the ledger refused the {kind}: {reason}")]
+    Refused {
+        kind: &'static str,
+        reason: Box<Refusal>,
+    },
+    #[error("the ledger answered a {asked} request with {answer}")]
+    Unexpected { asked: &'static str, answer: String },
+    #[error("deal {} is not on the ledger", .0.short())]
+    NoSuchDeal(DealId),
+    #[error("signing the {kind} transaction: {reason}")]
+    Sign { kind: &'static str, reason: String },
+}
+
+impl LedgerError {
+    /// The escrow rule that refused a transaction, if that is what happened.
+    pub fn escrow(&self) -> Option<&EscrowError> {
+        match self {
+            Self::Refused { reason, .. } => match &**reason {
+                Refusal::Escrow(e) => Some(e),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 
 /// Parses a ledger address: a multiaddr that names the ledger's peer (`/p2p/...`).
 pub fn parse_ledger_addr(text: &str) -> Result<Multiaddr> {
     let addr: Multiaddr = text
         .trim()
         .parse()
-        .with_context(|| format!("'{text}' is not a multiaddr"))?;
+        .map_err(|_| LedgerError::BadAddress(text.to_string()))?;
     if net::peer_of(&addr).is_none() {
-        bail!("ledger address {addr} has no /p2p/<peer id> part; use the full address `atlas ledger run` prints");
+        return Err(LedgerError::NoPeerId(addr));
     }
     Ok(addr)
 }
 
-/// A connection to the ledger over a dial-only libp2p node.
+/// Unwraps the one answer kind a request expects.
+macro_rules! expect {
+    ($asked:literal, $answer:expr, $pat:pat => $out:expr) => {
+        match $answer {
+            $pat => Ok($out),
+            other => Err(LedgerError::Unexpected {
+                asked: $asked,
+                answer: format!("{other:?}").chars().take(120).collect(),
+            }),
+        }
+    };
+}
+
+/// A connection to the ledger over a libp2p node (its own dial-only one, or a service's).
 #[derive(Debug)]
 pub struct LedgerClient {
     net: NetHandle,
@@ -40,10 +94,19 @@ impl Drop for LedgerClient {
     }
 }
 
+/// What a queued transaction was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The nonce it used.
+    pub nonce: u64,
+    /// The block it is in, when the call waited for one.
+    pub height: Option<u64>,
+}
+
 impl LedgerClient {
     /// Starts a dial-only node with `key` and points it at the ledger.
     pub async fn connect(key: &Keypair, addr: Multiaddr) -> Result<Self> {
-        let ledger = net::peer_of(&addr).context("ledger address has no /p2p/ part")?;
+        let ledger = net::peer_of(&addr).ok_or_else(|| LedgerError::NoPeerId(addr.clone()))?;
         let shutdown = CancellationToken::new();
         let mut registry = Registry::default();
         let (net, _events, _task) = net::start(
@@ -67,7 +130,7 @@ impl LedgerClient {
 
     /// Wraps an existing network handle (a provider's own node).
     pub fn over(net: NetHandle, addr: Multiaddr) -> Result<Self> {
-        let ledger = net::peer_of(&addr).context("ledger address has no /p2p/ part")?;
+        let ledger = net::peer_of(&addr).ok_or_else(|| LedgerError::NoPeerId(addr.clone()))?;
         Ok(Self {
             net,
             ledger,
@@ -82,23 +145,30 @@ impl LedgerClient {
         &self.net
     }
 
+    /// The ledger's address.
+    pub fn addr(&self) -> &Multiaddr {
+        &self.addr
+    }
+
+    /// Sends one request as it is and returns the answer as it is (for tests that play a
+    /// hostile client; services use the typed methods).
     pub async fn request(&self, request: LedgerRequest) -> Result<LedgerResponse> {
         let response = self
             .net
             .ledger_request(self.ledger, Some(self.addr.clone()), request)
             .await
-            .with_context(|| format!("cannot reach the ledger at {}", self.addr))?;
+            .map_err(|source| LedgerError::Unreachable {
+                addr: self.addr.clone(),
+                source,
+            })?;
         if let LedgerResponse::Error(e) = response {
-            bail!("the ledger failed: {e}");
+            return Err(LedgerError::Failed(e));
         }
         Ok(response)
     }
 
     pub async fn status(&self) -> Result<ChainStatus> {
-        match self.request(LedgerRequest::Status).await? {
-            LedgerResponse::Status(s) => Ok(*s),
-            other => bail!("unexpected ledger answer: {other:?}"),
-        }
+        expect!("status", self.request(LedgerRequest::Status).await?, LedgerResponse::Status(s) => *s)
     }
 
     /// The chain this ledger runs, which every transaction must name.
@@ -109,11 +179,28 @@ impl LedgerClient {
             .copied()
     }
 
-    pub async fn account(&self, key: &atlas_protocol::PublicKey) -> Result<Account> {
-        match self.request(LedgerRequest::Account(*key)).await? {
-            LedgerResponse::Account(a) => Ok(a),
-            other => bail!("unexpected ledger answer: {other:?}"),
-        }
+    pub async fn account(&self, key: &PublicKey) -> Result<Account> {
+        expect!("account", self.request(LedgerRequest::Account(*key)).await?, LedgerResponse::Account(a) => a)
+    }
+
+    /// A registered provider, or `None`.
+    pub async fn provider(&self, key: &PublicKey) -> Result<Option<Provider>> {
+        expect!("provider", self.request(LedgerRequest::Provider(*key)).await?, LedgerResponse::Provider(p) => p)
+    }
+
+    /// A live deal, or an ended one from the ledger's archive; `None` if it never existed.
+    pub async fn find(&self, id: DealId) -> Result<Option<Deal>> {
+        expect!("deal", self.request(LedgerRequest::Deal(id)).await?, LedgerResponse::Deal(d) => d)
+    }
+
+    /// A deal that must exist.
+    pub async fn deal(&self, id: DealId) -> Result<Deal> {
+        self.find(id).await?.ok_or(LedgerError::NoSuchDeal(id))
+    }
+
+    /// The block at `height`, if the chain has it.
+    pub async fn block(&self, height: u64) -> Result<Option<Block>> {
+        expect!("block", self.request(LedgerRequest::Block(height)).await?, LedgerResponse::Block(b) => b)
     }
 
     /// Every registered provider, page by page.
@@ -121,15 +208,15 @@ impl LedgerClient {
         let mut all = Vec::new();
         let mut after = None;
         loop {
-            match self.request(LedgerRequest::ProviderPage { after }).await? {
-                LedgerResponse::ProviderPage { items, next } => {
-                    all.extend(items);
-                    match next {
-                        Some(k) => after = Some(k),
-                        None => return Ok(all),
-                    }
-                }
-                other => bail!("unexpected ledger answer: {other:?}"),
+            let (items, next) = expect!(
+                "provider page",
+                self.request(LedgerRequest::ProviderPage { after }).await?,
+                LedgerResponse::ProviderPage { items, next } => (items, next)
+            )?;
+            all.extend(items);
+            match next {
+                Some(k) => after = Some(k),
+                None => return Ok(all),
             }
         }
     }
@@ -143,44 +230,65 @@ impl LedgerClient {
                 query: query.clone(),
                 after,
             };
-            match self.request(request).await? {
-                LedgerResponse::DealPage { items, next } => {
-                    all.extend(items);
-                    match next {
-                        Some(k) => after = Some(k),
-                        None => return Ok(all),
-                    }
-                }
-                other => bail!("unexpected ledger answer: {other:?}"),
+            let (items, next) = expect!(
+                "deal page",
+                self.request(request).await?,
+                LedgerResponse::DealPage { items, next } => (items, next)
+            )?;
+            all.extend(items);
+            match next {
+                Some(k) => after = Some(k),
+                None => return Ok(all),
             }
         }
     }
 
     /// Signs `body` with the account's next nonce, submits it and waits until it is in a block.
-    /// Returns the block height.
-    pub async fn submit(&self, key: &Keypair, body: TxBody) -> Result<u64> {
-        Ok(self.submit_tx(key, body).await?.0)
-    }
-
-    /// As [`LedgerClient::submit`]; also returns the nonce the included transaction used (what
-    /// ids derived from it, such as a deal's, are made of).
-    pub async fn submit_tx(&self, key: &Keypair, body: TxBody) -> Result<(u64, u64)> {
-        match self.send(key, body, true).await? {
-            (Some(height), nonce) => Ok((height, nonce)),
-            (None, _) => bail!("the ledger accepted a transaction without including it"),
-        }
+    /// Returns the block height and the nonce the included transaction used (what ids derived
+    /// from it, such as a deal's, are made of).
+    pub async fn submit(&self, key: &Keypair, body: TxBody) -> Result<Sent> {
+        self.send(key, body, true).await
     }
 
     /// Signs `body` with the account's next nonce and queues it: answered once the ledger has
     /// accepted it against the next block's state and made it durable (so it is in a block after
-    /// any restart), without waiting for the block. Returns the nonce it used.
-    pub async fn enqueue(&self, key: &Keypair, body: TxBody) -> Result<u64> {
-        Ok(self.send(key, body, false).await?.1)
+    /// any restart), without waiting for the block.
+    pub async fn enqueue(&self, key: &Keypair, body: TxBody) -> Result<Sent> {
+        self.send(key, body, false).await
     }
 
-    /// Signs and sends `body` (`Submit` when `include`, else `Enqueue`); the block height when
-    /// included, and the nonce used.
-    async fn send(&self, key: &Keypair, body: TxBody, include: bool) -> Result<(Option<u64>, u64)> {
+    /// Signs `body` with exactly `nonce` and queues it (for a submitter that owns its nonce).
+    pub async fn enqueue_at(&self, key: &Keypair, nonce: u64, body: TxBody) -> Result<Sent> {
+        let kind = body.kind();
+        let signed = Tx {
+            chain: self.chain().await?,
+            signer: key.public(),
+            nonce,
+            body,
+        }
+        .sign(key)
+        .map_err(|e| LedgerError::Sign {
+            kind,
+            reason: e.to_string(),
+        })?;
+        match self.request(LedgerRequest::Enqueue(signed)).await? {
+            LedgerResponse::Accepted { .. } => Ok(Sent {
+                nonce,
+                height: None,
+            }),
+            LedgerResponse::Refused(reason) => Err(LedgerError::Refused {
+                kind,
+                reason: Box::new(reason),
+            }),
+            other => {
+                expect!("enqueue", other, LedgerResponse::Accepted { .. } => Sent { nonce, height: None })
+            }
+        }
+    }
+
+    /// Signs and sends `body` (`Submit` when `include`, else `Enqueue`), retrying with a fresh
+    /// nonce when another transaction of the key took this one.
+    async fn send(&self, key: &Keypair, body: TxBody, include: bool) -> Result<Sent> {
         let kind = body.kind();
         // Another process with the same key (a running provider, say) may take a nonce between our
         // query and our submission: ask again a few times before giving up.
@@ -195,15 +303,28 @@ impl LedgerClient {
                 body: body.clone(),
             }
             .sign(key)
-            .map_err(|e| anyhow!("signing the {kind} transaction: {e}"))?;
+            .map_err(|e| LedgerError::Sign {
+                kind,
+                reason: e.to_string(),
+            })?;
             let request = if include {
                 LedgerRequest::Submit(signed)
             } else {
                 LedgerRequest::Enqueue(signed)
             };
             match self.request(request).await? {
-                LedgerResponse::Included { height, .. } => return Ok((Some(height), nonce)),
-                LedgerResponse::Accepted { .. } if !include => return Ok((None, nonce)),
+                LedgerResponse::Included { height, .. } => {
+                    return Ok(Sent {
+                        nonce,
+                        height: Some(height),
+                    })
+                }
+                LedgerResponse::Accepted { .. } if !include => {
+                    return Ok(Sent {
+                        nonce,
+                        height: None,
+                    })
+                }
                 // Another transaction of this key took the nonce: sign again with the next.
                 LedgerResponse::Refused(Refusal::Escrow(EscrowError::BadNonce { .. }))
                     if attempts < 5 =>
@@ -211,9 +332,17 @@ impl LedgerClient {
                     continue
                 }
                 LedgerResponse::Refused(reason) => {
-                    bail!("the ledger refused the {kind}: {reason}")
+                    return Err(LedgerError::Refused {
+                        kind,
+                        reason: Box::new(reason),
+                    })
                 }
-                other => bail!("unexpected ledger answer: {other:?}"),
+                other => {
+                    return Err(LedgerError::Unexpected {
+                        asked: kind,
+                        answer: format!("{other:?}").chars().take(120).collect(),
+                    })
+                }
             }
         }
     }

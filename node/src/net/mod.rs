@@ -5,26 +5,46 @@
 //! (`/atlas/ledger/1`, length-prefixed postcard with size caps), and raw streams for shard bytes
 //! (`/atlas/shard/1`). The loop's order is: shutdown, local commands, swarm events.
 
-mod codec;
+mod event_loop;
 
-use anyhow::{anyhow, Context as _, Result};
+use crate::wire::ledger::LedgerCodec;
 use atlas_protocol::chain::SignedHeader;
 use atlas_protocol::wire::{self, LedgerRequest, LedgerResponse, BLOCKS_TOPIC, LEDGER_PROTOCOL};
 use atlas_protocol::Keypair;
-use codec::LedgerCodec;
+use event_loop::EventLoop;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
-use libp2p::metrics::{Metrics, Recorder};
+use libp2p::metrics::Metrics;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self as rr, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{self as rr, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, kad, noise, ping, tcp, yamux, StreamProtocol, Swarm};
+use libp2p::{identify, kad, noise, ping, tcp, yamux, StreamProtocol};
 pub use libp2p::{Multiaddr, PeerId};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+/// Why the network could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error("converting the node key: {0}")]
+    Key(String),
+    #[error("setting up the network: {0}")]
+    Setup(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("request to {peer} failed: {reason}")]
+    Request { peer: String, reason: String },
+    #[error("cannot connect to {peer}: {reason}")]
+    Connect { peer: String, reason: String },
+}
+
+type Result<T, E = NetError> = std::result::Result<T, E>;
 
 /// How long a ledger request may take before it fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,7 +66,7 @@ struct Behaviour {
 pub fn identity(key: &Keypair) -> Result<libp2p::identity::Keypair> {
     let mut secret = key.secret_bytes();
     libp2p::identity::Keypair::ed25519_from_bytes(&mut secret)
-        .map_err(|e| anyhow!("converting the node key: {e}"))
+        .map_err(|e| NetError::Key(e.to_string()))
 }
 
 /// The peer id inside a `/p2p/` multiaddr.
@@ -122,10 +142,7 @@ impl NetHandle {
     }
 
     async fn send(&self, cmd: Command) -> Result<()> {
-        self.commands
-            .send(cmd)
-            .await
-            .map_err(|_| anyhow!("the network task has stopped"))
+        self.commands.send(cmd).await.map_err(|_| NetError::Stopped)
     }
 
     /// Sends a ledger request to `peer` (at `addr`, if not yet known) and waits for the answer.
@@ -143,8 +160,7 @@ impl NetHandle {
             reply,
         })
         .await?;
-        rx.await
-            .map_err(|_| anyhow!("the network task dropped the request"))?
+        rx.await.map_err(|_| NetError::Stopped)?
     }
 
     /// Answers an inbound ledger request.
@@ -178,8 +194,7 @@ impl NetHandle {
     pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Connect { peer, addrs, reply }).await?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("the network task stopped"))?
+        rx.await.map_err(|_| NetError::Stopped)?
     }
 }
 
@@ -212,7 +227,7 @@ pub async fn start(
             noise::Config::new,
             yamux::Config::default,
         )
-        .context("setting up TCP")?
+        .map_err(|e| NetError::Setup(format!("TCP: {e}")))?
         .with_quic()
         .with_bandwidth_metrics(registry)
         .with_behaviour(
@@ -253,7 +268,7 @@ pub async fn start(
                 })
             },
         )
-        .map_err(|e| anyhow!("building the network behaviour: {e}"))?
+        .map_err(|e| NetError::Setup(format!("the network behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
     let metrics = Metrics::new(registry);
@@ -262,12 +277,15 @@ pub async fn start(
         .behaviour_mut()
         .gossipsub
         .subscribe(&topic)
-        .map_err(|e| anyhow!("subscribing to {BLOCKS_TOPIC}: {e}"))?;
+        .map_err(|e| NetError::Setup(format!("subscribing to {BLOCKS_TOPIC}: {e}")))?;
 
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .with_context(|| format!("cannot listen on {addr}"))?;
+            .map_err(|e| NetError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
     }
     // Learn the real addresses (ports chosen by the OS) before anyone asks for them.
     let mut listen = Vec::new();
@@ -277,10 +295,16 @@ pub async fn start(
                 listen.push(address.with_p2p(peer_id).unwrap_or_else(|a| a));
             }
             SwarmEvent::ListenerError { error, .. } => {
-                return Err(anyhow!("listener failed: {error}"));
+                return Err(NetError::Listen {
+                    addr: "a listener".into(),
+                    reason: error.to_string(),
+                });
             }
             SwarmEvent::ListenerClosed { reason, .. } => {
-                return Err(anyhow!("listener closed: {reason:?}"));
+                return Err(NetError::Listen {
+                    addr: "a listener".into(),
+                    reason: format!("closed: {reason:?}"),
+                });
             }
             _ => {}
         }
@@ -306,217 +330,9 @@ pub async fn start(
         topic,
         name: config.name,
     };
-    let join = tokio::spawn(task.run(shutdown));
+    let span = tracing::info_span!("net", node = %task.name);
+    let join = tokio::spawn(task.run(shutdown).instrument(span));
     Ok((handle, event_rx, join))
-}
-
-struct EventLoop {
-    swarm: Swarm<Behaviour>,
-    commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<NetEvent>,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<LedgerResponse>>>,
-    connecting: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<()>>>,
-    inbound: HashMap<u64, ResponseChannel<LedgerResponse>>,
-    next_inbound: u64,
-    metrics: Metrics,
-    topic: IdentTopic,
-    name: String,
-}
-
-impl EventLoop {
-    async fn run(mut self, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.command(cmd),
-                    None => break,
-                },
-                event = self.swarm.select_next_some() => self.swarm_event(event).await,
-            }
-        }
-        tracing::debug!(node = %self.name, "network task stopped");
-    }
-
-    fn command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Request {
-                peer,
-                addr,
-                request,
-                reply,
-            } => {
-                if let Some(addr) = addr {
-                    self.swarm.add_peer_address(peer, addr);
-                }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .ledger
-                    .send_request(&peer, *request);
-                self.pending.insert(id, reply);
-            }
-            Command::Respond { id, response } => {
-                if let Some(channel) = self.inbound.remove(&id) {
-                    if self
-                        .swarm
-                        .behaviour_mut()
-                        .ledger
-                        .send_response(channel, *response)
-                        .is_err()
-                    {
-                        tracing::debug!(node = %self.name, id, "requester went away before the answer");
-                    }
-                }
-            }
-            Command::PublishHeader(bytes) => {
-                let topic = self.topic.clone();
-                if let Err(error) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-                    // No subscriber yet is normal for a lone ledger.
-                    tracing::trace!(node = %self.name, %error, "header not published");
-                }
-            }
-            Command::AddAddresses(peer, addrs) => {
-                for addr in addrs {
-                    self.swarm.add_peer_address(peer, addr);
-                }
-            }
-            Command::Dial(addr) => {
-                if let Err(error) = self.swarm.dial(addr.clone()) {
-                    tracing::warn!(node = %self.name, %addr, %error, "dial failed");
-                }
-            }
-            Command::Connect { peer, addrs, reply } => {
-                if self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-                    .build();
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        self.connecting.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(anyhow::anyhow!("cannot dial {peer}: {e}")));
-                    }
-                }
-            }
-        }
-    }
-
-    async fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        self.metrics.record(&event);
-        match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Ledger(event)) => self.ledger_event(event).await,
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
-                self.metrics.record(&event);
-                if let identify::Event::Received { peer_id, info, .. } = event {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.metrics.record(&event),
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.metrics.record(&event),
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
-                self.metrics.record(&event);
-                if let gossipsub::Event::Message {
-                    propagation_source,
-                    message_id,
-                    message,
-                } = event
-                {
-                    // Validated before it is relayed: only a well-formed header its sequencer
-                    // signed goes any further.
-                    let verdict = match wire::decode::<SignedHeader>(&message.data, 4096) {
-                        Ok(header) if header.verify(None).is_ok() => {
-                            // Drop rather than block the swarm when the service is behind.
-                            let _ = self.events.try_send(NetEvent::Header(header));
-                            gossipsub::MessageAcceptance::Accept
-                        }
-                        Ok(_) => {
-                            tracing::debug!(node = %self.name, "unsigned header on gossip");
-                            gossipsub::MessageAcceptance::Reject
-                        }
-                        Err(error) => {
-                            tracing::debug!(node = %self.name, %error, "bad header on gossip");
-                            gossipsub::MessageAcceptance::Reject
-                        }
-                    };
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            verdict,
-                        );
-                }
-            }
-            SwarmEvent::ConnectionEstablished { connection_id, .. } => {
-                if let Some(reply) = self.connecting.remove(&connection_id) {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            SwarmEvent::OutgoingConnectionError {
-                peer_id,
-                error,
-                connection_id,
-            } => {
-                tracing::debug!(node = %self.name, ?peer_id, %error, "connection failed");
-                if let Some(reply) = self.connecting.remove(&connection_id) {
-                    let _ = reply.send(Err(anyhow::anyhow!("cannot connect: {error}")));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    async fn ledger_event(&mut self, event: rr::Event<LedgerRequest, LedgerResponse>) {
-        match event {
-            rr::Event::Message { peer, message, .. } => match message {
-                rr::Message::Request {
-                    request, channel, ..
-                } => {
-                    let id = self.next_inbound;
-                    self.next_inbound += 1;
-                    self.inbound.insert(id, channel);
-                    let event = NetEvent::LedgerRequest { id, peer, request };
-                    if self.events.send(event).await.is_err() {
-                        self.inbound.remove(&id);
-                    }
-                }
-                rr::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            rr::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(anyhow!("request to {peer} failed: {error}")));
-                }
-            }
-            rr::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(node = %self.name, %peer, %error, "inbound ledger request failed");
-            }
-            rr::Event::ResponseSent { .. } => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! Answering requests: everything from the state the next block will have, so what a submitter
+//! was told is accepted shows at once (its nonce, a deal it opened). Listings are paged, at most
+//! [`MAX_PAGE_ITEMS`] records and about [`MAX_PAGE_BYTES`] an answer.
+
+use super::sequencer::Ledger;
+use super::SequencerError;
+use atlas_protocol::escrow::{Deal, DealIndex};
+use atlas_protocol::wire::{
+    DealQuery, LedgerRequest, LedgerResponse, MAX_PAGE_BYTES, MAX_PAGE_ITEMS,
+};
+use serde::Serialize;
+use std::ops::Bound;
+
+impl Ledger {
+    /// Answers a request now, or returns `None` if it waits for the next block.
+    pub fn handle(
+        &mut self,
+        id: u64,
+        request: LedgerRequest,
+    ) -> Result<Option<LedgerResponse>, SequencerError> {
+        // Everything answers from the state the next block will have, so what a submitter was
+        // told is accepted shows at once (its nonce, a deal it opened).
+        let s = &self.state;
+        Ok(Some(match request {
+            LedgerRequest::Submit(signed) => match self.accept(signed) {
+                Ok(tx_id) => {
+                    self.waiting.push((id, tx_id));
+                    return Ok(None);
+                }
+                Err(reason) => LedgerResponse::Refused(reason),
+            },
+            // Answered once the transaction is durable (`sync_mempool`), so an accepted
+            // transaction is in a block after any restart.
+            LedgerRequest::Enqueue(signed) => match self.accept(signed) {
+                Ok(tx_id) => {
+                    self.held.push((id, LedgerResponse::Accepted { tx_id }));
+                    return Ok(None);
+                }
+                Err(reason) => LedgerResponse::Refused(reason),
+            },
+            LedgerRequest::Status => LedgerResponse::Status(Box::new(self.status())),
+            // The latest accepted view, so a submitter's next nonce counts queued transactions.
+            LedgerRequest::Account(key) => LedgerResponse::Account(s.account(&key)),
+            LedgerRequest::Provider(key) => LedgerResponse::Provider(s.provider(&key).cloned()),
+            // A live deal, or an ended one from the archive.
+            LedgerRequest::Deal(id) => LedgerResponse::Deal(match s.deal(&id) {
+                Some(d) => Some(d.clone()),
+                None => self.store.archived_deal(&id)?,
+            }),
+            LedgerRequest::Block(height) => LedgerResponse::Block(self.store.block(height)?),
+            LedgerRequest::ProviderPage { after } => {
+                let from = match after {
+                    Some(k) => Bound::Excluded(k),
+                    None => Bound::Unbounded,
+                };
+                let (items, next) = page(s.providers().range((from, Bound::Unbounded)), |_| true);
+                LedgerResponse::ProviderPage { items, next }
+            }
+            LedgerRequest::DealPage { query, after } => {
+                let (items, next) = self.deal_page(query, after);
+                LedgerResponse::DealPage { items, next }
+            }
+            LedgerRequest::Providers
+            | LedgerRequest::DealsOf(_)
+            | LedgerRequest::HeldBy(_)
+            | LedgerRequest::Find(_)
+            | LedgerRequest::Repairable => LedgerResponse::Error(
+                "this listing request is retired; ask for it page by page (ProviderPage, DealPage)"
+                    .into(),
+            ),
+        }))
+    }
+
+    /// One page of the live deals `query` selects. The provider, creator and repair queries are
+    /// answered from the escrow's indices, so their cost is the page's, not the state's.
+    fn deal_page(
+        &mut self,
+        query: DealQuery,
+        after: Option<atlas_protocol::DealId>,
+    ) -> (
+        Vec<(atlas_protocol::DealId, Deal)>,
+        Option<atlas_protocol::DealId>,
+    ) {
+        let s = &mut self.state;
+        match query {
+            DealQuery::OfCreator(c) => {
+                page(s.indexed_deals(DealIndex::OfCreator(c), after), |_| true)
+            }
+            DealQuery::HeldBy(p) => page(s.indexed_deals(DealIndex::HeldBy(p), after), |_| true),
+            DealQuery::Repairable => page(s.indexed_deals(DealIndex::Repairable, after), |_| true),
+            DealQuery::Matching(prefix) => {
+                let from = match after {
+                    Some(k) => Bound::Excluded(k),
+                    None => Bound::Unbounded,
+                };
+                let prefix = prefix.to_ascii_lowercase();
+                // A full object id is looked up in the object index, not by a scan.
+                match prefix.parse::<atlas_protocol::ObjectId>() {
+                    Ok(object) if prefix.len() == 64 => {
+                        let ids: Vec<_> = s.deals_of_object(&object).map(|(id, _)| *id).collect();
+                        page(s.deals().range((from, Bound::Unbounded)), |(id, _)| {
+                            ids.contains(id)
+                        })
+                    }
+                    _ => page(s.deals().range((from, Bound::Unbounded)), |(id, d)| {
+                        d.terms.object.to_string().starts_with(&prefix)
+                            || id.to_string().starts_with(&prefix)
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Takes the records of `items` that `keep` selects, up to a page's bounds; the second value is
+/// the cursor to continue from when the page is full.
+fn page<'a, K: Copy + Serialize + 'a, V: Clone + Serialize + 'a>(
+    items: impl Iterator<Item = (&'a K, &'a V)>,
+    mut keep: impl FnMut((&K, &V)) -> bool,
+) -> (Vec<(K, V)>, Option<K>) {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in items {
+        if !keep((k, v)) {
+            continue;
+        }
+        if out.len() == MAX_PAGE_ITEMS || bytes >= MAX_PAGE_BYTES {
+            let next = out.last().map(|(k, _): &(K, V)| *k);
+            return (out, next);
+        }
+        bytes += postcard::to_stdvec(v).map_or(0, |b| b.len());
+        out.push((*k, v.clone()));
+    }
+    (out, None)
+}
