@@ -199,15 +199,13 @@ pub fn pin(ctx: &Context, args: PinArgs) -> Result<()> {
         let (escrow, reserve) = params
             .deal_deposit(quote.per_epoch, epochs)
             .ok_or_else(|| anyhow::anyhow!("the price of {epochs} epochs overflows"))?;
-        if !quiet {
-            eprintln!(
-                "paying {} for {epochs} epochs ({} per epoch to {} providers) plus {} held in reserve for repairs",
-                escrow,
-                quote.per_epoch,
-                layout.total_shards(),
-                reserve
-            );
-        }
+        eprintln!(
+            "paying {} for {epochs} epochs ({} per epoch to {} providers) plus {} held in reserve for repairs",
+            escrow,
+            quote.per_epoch,
+            layout.total_shards(),
+            reserve
+        );
         let mut up = Progress::new(
             "uploading",
             layout.slot_len() * layout.total_shards() as u64,
