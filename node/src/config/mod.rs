@@ -296,6 +296,40 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_overrides_the_file_and_a_flag_overrides_both() {
+        let file_addr =
+            "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let env_addr =
+            "/ip4/127.0.0.1/tcp/2/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let flag_addr =
+            "/ip4/127.0.0.1/tcp/3/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let settings = parse(
+            Path::new("t.toml"),
+            &format!("[network]\nledger = \"{file_addr}\"\n"),
+        )
+        .expect("parses");
+        let ledger = |args: &[&str]| {
+            let m = apply(crate::cli::Cli::command(), &settings)
+                .try_get_matches_from(args)
+                .expect("parses");
+            m.subcommand_matches("status")
+                .and_then(|s| s.get_one::<libp2p::Multiaddr>("ledger").cloned())
+                .expect("a ledger address")
+                .to_string()
+        };
+        // The only test that touches ATLAS_LEDGER.
+        std::env::remove_var("ATLAS_LEDGER");
+        assert_eq!(ledger(&["atlas", "status", "ab"]), file_addr);
+        std::env::set_var("ATLAS_LEDGER", env_addr);
+        assert_eq!(ledger(&["atlas", "status", "ab"]), env_addr);
+        assert_eq!(
+            ledger(&["atlas", "status", "ab", "--ledger", flag_addr]),
+            flag_addr
+        );
+        std::env::remove_var("ATLAS_LEDGER");
+    }
+
+    #[test]
     fn an_unknown_or_malformed_setting_is_refused_with_its_name() {
         let err = parse(Path::new("a.toml"), "[provider]\nprize = 7\n").expect_err("unknown key");
         assert!(err.to_string().contains("provider.prize"), "{err}");
