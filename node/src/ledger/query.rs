@@ -11,7 +11,38 @@ use atlas_protocol::wire::{
 use serde::Serialize;
 use std::ops::Bound;
 
+/// A read of the ledger's database, to run on a blocking thread.
+pub type StoredRead = Box<dyn FnOnce() -> LedgerResponse + Send>;
+
 impl Ledger {
+    /// The database read that answers `request`, when the state cannot: a block, or a deal that
+    /// ended (and so left the state for the archive). Both are immutable once written, so the
+    /// answer is the same whenever the read runs.
+    pub fn stored_read(&self, request: &LedgerRequest) -> Option<StoredRead> {
+        let store = self.store.clone();
+        let failed =
+            |e: atlas_storage::ledger_store::LedgerStoreError| LedgerResponse::Error(e.to_string());
+        match request {
+            LedgerRequest::Block(height) => {
+                let height = *height;
+                Some(Box::new(move || {
+                    store
+                        .block(height)
+                        .map_or_else(failed, LedgerResponse::Block)
+                }))
+            }
+            LedgerRequest::Deal(id) if self.state.deal(id).is_none() => {
+                let id = *id;
+                Some(Box::new(move || {
+                    store
+                        .archived_deal(&id)
+                        .map_or_else(failed, LedgerResponse::Deal)
+                }))
+            }
+            _ => None,
+        }
+    }
+
     /// Answers a request now, or returns `None` if it waits for the next block.
     pub fn handle(
         &mut self,

@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 type Result<T, E = SequencerError> = std::result::Result<T, E>;
 
+/// Database reads answered at once, off the ledger task.
+const MAX_READS: usize = 64;
+
 /// Runs the ledger until `shutdown`.
 pub async fn run(
     ledger: Ledger,
@@ -51,6 +54,9 @@ async fn serve(
         ledger.config.block_time,
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Reads of the database (blocks, ended deals) run on blocking threads, never on this task;
+    // at most MAX_READS at once, after which the next waits for one to finish.
+    let mut reads = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             biased;
@@ -70,6 +76,19 @@ async fn serve(
             }
             event = events.recv() => match event {
                 Some(NetEvent::LedgerRequest { id, request, .. }) => {
+                    if let Some(read) = ledger.stored_read(&request) {
+                        while reads.len() >= MAX_READS {
+                            reads.join_next().await;
+                        }
+                        let net = net.clone();
+                        reads.spawn(async move {
+                            let answer = tokio::task::spawn_blocking(read)
+                                .await
+                                .unwrap_or_else(|e| LedgerResponse::Error(e.to_string()));
+                            let _ = net.respond(id, answer).await;
+                        });
+                        continue;
+                    }
                     let answer = match ledger.handle(id, request) {
                         Ok(a) => a,
                         Err(e) => Some(LedgerResponse::Error(e.to_string())),
@@ -88,6 +107,7 @@ async fn serve(
                 Some(NetEvent::Header(_)) => {}
                 None => break,
             },
+            Some(_) = reads.join_next(), if !reads.is_empty() => {}
             _ = tick.tick() => {
                 loop {
                     let (header, answers) = ledger.cut_block().await?;

@@ -2,7 +2,9 @@
 //! complete slots whose acceptance did not land. It owns the record of proofs sent and not yet
 //! on the chain, and resends one the ledger may have lost.
 
+use super::submitter::SubmitError;
 use super::{deal_specs, Provider, Result};
+use crate::ledger::LedgerError;
 use atlas_protocol::challenge::Challenge;
 use atlas_protocol::escrow::{SlotStatus, TxBody};
 use atlas_protocol::tree::TreeShape;
@@ -125,22 +127,33 @@ impl Prover {
             match provider.submitter.enqueue(body).await {
                 Ok(nonce) => {
                     provider.metrics.count_proof("accepted");
-                    Some(((deal, slot, epoch), nonce))
+                    Some(Ok(((deal, slot, epoch), nonce)))
                 }
-                Err(e) => {
+                // The ledger refused it: sending it again would not help.
+                Err(e @ SubmitError::Ledger(LedgerError::Refused { .. })) => {
                     provider.metrics.count_proof("rejected");
                     tracing::warn!(deal = %deal.short(), slot, epoch, error = %e, "proof refused");
                     None
                 }
+                // Lost on the way (the ledger restarted, say): the round is not done.
+                Err(e) => Some(Err(e)),
             }
         });
-        let sent: Vec<_> = futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut sent = Vec::new();
+        let mut lost = None;
+        for outcome in futures::future::join_all(sends).await.into_iter().flatten() {
+            match outcome {
+                Ok(s) => sent.push(s),
+                Err(e) => lost = Some(e),
+            }
+        }
         for (key, nonce) in &sent {
             self.submitted.insert(*key, (status.height, *nonce));
+        }
+        // Proofs that never reached the ledger are sent again by the next round (the ones
+        // accepted are remembered above and not sent twice).
+        if let Some(e) = lost {
+            return Err(e.into());
         }
         if let Ok(a) = provider.ledger.account(&me).await {
             provider
