@@ -17,6 +17,7 @@ pub mod range;
 use crate::client::ClientError;
 use crate::ledger::{LedgerError, Settlement};
 use crate::net::NetHandle;
+use atlas_protocol::PublicKey;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header;
@@ -71,8 +72,6 @@ pub struct GatewayConfig {
     /// Creators whose objects the page at `/` lists.
     pub creators: Vec<PublicKey>,
 }
-
-use atlas_protocol::PublicKey;
 
 #[derive(Default)]
 struct Metrics {
