@@ -179,6 +179,9 @@ pub enum ShardResponse {
     },
     /// Refused; the reason is for people.
     Error(String),
+    /// Over a limit (streams or bytes in flight from this peer, or in all); nothing was read
+    /// past the request's header and the stream is closed. Try again later.
+    Busy,
 }
 
 /// Why a message could not be decoded.

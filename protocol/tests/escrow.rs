@@ -340,6 +340,7 @@ enum Op {
     TopUp(usize, usize, u16),
     Extend(usize, usize, u8),
     Cancel(usize, usize),
+    Release(usize, u16),
     Exit(usize),
     Advance,
     Replay(usize),
@@ -360,6 +361,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), 0usize..6, 0u16..1000).prop_map(|(a, b, c)| Op::TopUp(a, b, c)),
         1 => (k.clone(), 0usize..6, 1u8..4).prop_map(|(a, b, c)| Op::Extend(a, b, c)),
         1 => (k.clone(), 0usize..6).prop_map(|(a, b)| Op::Cancel(a, b)),
+        1 => (0usize..6, 0u16..3).prop_map(|(a, b)| Op::Release(a, b)),
         1 => k.clone().prop_map(Op::Exit),
         5 => Just(Op::Advance),
         1 => (0usize..64).prop_map(Op::Replay),
@@ -522,6 +524,20 @@ fn run(w: &mut World, op: Op) {
         Op::Cancel(who, deal) => {
             if let Some(&id) = w.deals.get(deal) {
                 let _ = w.submit(who, TxBody::CancelDeal { deal: id });
+            }
+        }
+        Op::Release(deal, slot) => {
+            if let (Some(&id), Some(who)) = (w.deals.get(deal), holder_of(w, deal, slot)) {
+                let d = w.escrow.deal(&id).expect("holder_of found it");
+                let live = !d.ended
+                    && matches!(
+                        d.slots[slot as usize].status,
+                        SlotStatus::Active { .. } | SlotStatus::Pending { .. }
+                    );
+                let released = w.submit(who, TxBody::ReleaseSlot { deal: id, slot });
+                if live {
+                    released.expect("a holder may release its live slot");
+                }
             }
         }
         Op::Exit(who) => {

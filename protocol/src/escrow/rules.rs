@@ -182,6 +182,38 @@ impl Escrow {
                 d.escrow = escrow;
                 d.end_epoch = end_epoch;
             }
+            TxBody::ReleaseSlot { deal, slot } => {
+                let s = self.slot(deal, *slot)?;
+                if s.holder != Some(signer) {
+                    return Err(EscrowError::NotHolder);
+                }
+                if !matches!(
+                    s.status,
+                    SlotStatus::Active { .. } | SlotStatus::Pending { .. }
+                ) {
+                    return Err(EscrowError::WrongSlotState(s.status));
+                }
+                let slot_len = self.live_deal(deal)?.terms.slot_len;
+                let slash_bps = self.params.slash_bps as u128;
+                let d = self.deals.get_mut(deal).expect("live_deal found it");
+                let s = &mut d.slots[*slot as usize];
+                // Cheaper than missing proofs until freed: one miss's slash, to the reserve
+                // that pays the repair.
+                let penalty =
+                    ceil_div(s.collateral.saturating_mul(slash_bps), BPS).min(s.collateral);
+                let returned = s.collateral - penalty;
+                s.collateral = 0;
+                free(s);
+                s.failed_by = Some(signer);
+                d.reserve = d.reserve.saturating_add(penalty);
+                match self.providers.get_mut(&signer) {
+                    Some(p) => {
+                        p.collateral = p.collateral.saturating_add(returned);
+                        p.used = p.used.saturating_sub(slot_len);
+                    }
+                    None => self.credit(&signer, returned),
+                }
+            }
             TxBody::CancelDeal { deal } => {
                 let epoch = self.epoch;
                 let d = self.deals.get_mut(deal).ok_or(EscrowError::UnknownDeal)?;

@@ -72,6 +72,10 @@ pub enum TxBody {
     Extend { deal: DealId, epochs: u64 },
     /// End a deal early: holders are paid through the current epoch, the rest is refunded.
     CancelDeal { deal: DealId },
+    /// A holder hands back a slot it can no longer serve (its copy was found damaged): the slot
+    /// is freed at once for repair, at the cost of one missed proof's slash; the rest of its
+    /// collateral returns. It may not claim the slot again.
+    ReleaseSlot { deal: DealId, slot: u16 },
 }
 
 impl TxBody {
@@ -90,6 +94,7 @@ impl TxBody {
             TxBody::TopUp { .. } => "top_up",
             TxBody::Extend { .. } => "extend",
             TxBody::CancelDeal { .. } => "cancel_deal",
+            TxBody::ReleaseSlot { .. } => "release_slot",
         }
     }
 }
