@@ -24,6 +24,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -210,6 +211,25 @@ impl RocksSlotStore {
         Ok(())
     }
 
+    /// Slots whose data or outboard file is missing, not a regular file, or not the length its
+    /// record says: damaged behind the store's back (truncated, replaced). Cheap (one `stat` per
+    /// file), so a provider asks it at every start.
+    pub fn misfiled(&self) -> Result<Vec<SlotKey>, StoreError> {
+        let mut bad = Vec::new();
+        for (key, info) in self.list()? {
+            let shape = info.spec.check()?;
+            let fits = |path: PathBuf, len: u64| {
+                fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == len)
+            };
+            if !fits(self.data_path(key), info.spec.len())
+                || !fits(self.outboard_path(key), shape.outboard_len())
+            {
+                bad.push(key);
+            }
+        }
+        Ok(bad)
+    }
+
     /// Writes the outboard's upper levels from its group level, then marks the slot sealed. The
     /// caller holds the slot's lock (or is `recover`, before anyone else can).
     fn seal(&self, key: SlotKey) -> Result<(), StoreError> {
@@ -241,6 +261,29 @@ impl RocksSlotStore {
     }
 }
 
+/// Disk space a store leaves free for its database: new slots are refused below it.
+pub const FREE_SPACE_FLOOR: u64 = 256 << 20;
+
+/// Bytes free for unprivileged writers on the file system holding `path`.
+fn free_space(path: &Path) -> Result<u64, StoreError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| io_err(path)(e.into()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Creates `path` with `len` bytes really allocated on disk (not a sparse file that a full disk
+/// fails later), and makes it durable. File systems without `fallocate` get a plain length.
+fn allocate(path: &Path, len: u64) -> io::Result<()> {
+    let f = File::create(path)?;
+    if len > 0 {
+        match rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::OPNOTSUPP) => f.set_len(len)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    f.sync_all()
+}
+
 impl SlotStore for RocksSlotStore {
     fn create_slot(&self, key: SlotKey, spec: SlotSpec) -> Result<(), StoreError> {
         let shape = spec.check()?;
@@ -255,13 +298,39 @@ impl SlotStore for RocksSlotStore {
             };
         }
         usage.check_room(key, spec.len())?;
-        for (path, len) in [
+        // The disk itself must have the room, beyond a floor kept free so the database can always
+        // write (and so open again after a crash); the room is then really taken, not sparse.
+        let need = spec.len() + shape.outboard_len();
+        let available = free_space(&self.slots_dir)?;
+        if available < need.saturating_add(FREE_SPACE_FLOOR) {
+            return Err(StoreError::DiskFull {
+                key,
+                need,
+                available,
+                floor: FREE_SPACE_FLOOR,
+            });
+        }
+        let files = [
             (self.data_path(key), spec.len()),
             (self.outboard_path(key), shape.outboard_len()),
-        ] {
-            let f = File::create(&path).map_err(io_err(&path))?;
-            f.set_len(len).map_err(io_err(&path))?;
-            f.sync_all().map_err(io_err(&path))?;
+        ];
+        for (path, len) in &files {
+            if let Err(e) = allocate(path, *len) {
+                for (p, _) in &files {
+                    let _ = fs::remove_file(p);
+                }
+                return Err(match e.raw_os_error() {
+                    Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => {
+                        StoreError::DiskFull {
+                            key,
+                            need,
+                            available,
+                            floor: FREE_SPACE_FLOOR,
+                        }
+                    }
+                    _ => io_err(path)(e),
+                });
+            }
         }
         self.sync_dir()?;
         let mut batch = WriteBatch::default();

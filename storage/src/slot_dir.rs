@@ -20,7 +20,7 @@ use atlas_protocol::tree::{shard_level, subtree_cv, Cv, CvStack, TreeShape};
 use atlas_protocol::Layout;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// File name of the manifest inside an encoded directory.
@@ -61,6 +61,28 @@ pub enum SlotDirError {
     Decode(#[from] DecodeError),
     #[error("decoded bytes do not match the manifest's file hash; nothing was written")]
     HashMismatch,
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("the manifest describes {stripes} stripes per slot, more than the {MAX_OPEN_STRIPES} this reader checks")]
+    TooManyStripes { stripes: u64 },
+}
+
+/// Most stripes per slot an encoded directory may have to be opened: the shard CVs of a slot
+/// are held in memory (32 bytes a stripe, so at most 128 MiB), and a manifest from elsewhere
+/// must not size that allocation beyond it. At the largest shard size that is 16 TiB a slot.
+pub const MAX_OPEN_STRIPES: u64 = 1 << 22;
+
+/// Refuses anything at `path` but a regular file, asked before opening it (a FIFO would block
+/// the open, a device would read forever).
+fn regular_file(path: &Path) -> Result<(), SlotDirError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(SlotDirError::NotAFile {
+            path: path.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SlotDirError + '_ {
@@ -255,6 +277,7 @@ impl SlotDir {
             });
         }
         let path = dir.join(MANIFEST_FILE);
+        regular_file(&path)?;
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -269,6 +292,11 @@ impl SlotDir {
                 source,
             })?;
         let layout = manifest.layout();
+        if layout.stripes() > MAX_OPEN_STRIPES {
+            return Err(SlotDirError::TooManyStripes {
+                stripes: layout.stripes(),
+            });
+        }
         let n = layout.total_shards();
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -290,6 +318,9 @@ impl SlotDir {
     /// Opens slot `j`'s file and loads the CVs its shards are checked against.
     fn open_slot(&self, slot: usize) -> SlotState {
         let path = data_path(&self.dir, slot);
+        if regular_file(&path).is_err() {
+            return SlotState::Unusable(SlotHealth::Missing);
+        }
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(_) => return SlotState::Unusable(SlotHealth::Missing),
@@ -310,8 +341,10 @@ impl SlotDir {
                 check: SlotCheck::WholeRoot(root),
             };
         }
-        let from_outboard = File::open(outboard_path(&self.dir, slot))
+        let ob_path = outboard_path(&self.dir, slot);
+        let from_outboard = regular_file(&ob_path)
             .ok()
+            .and_then(|()| File::open(&ob_path).ok())
             .and_then(|ob| read_verified_level(&ob, &shape, level, &root));
         let cvs = match from_outboard {
             Some(cvs) => cvs,
@@ -432,8 +465,20 @@ pub fn decode_to_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".into());
     let tmp = parent.join(format!(".{name}.atlas-partial"));
+    // A file left by an interrupted decode goes first (a symlink there is removed, not followed);
+    // then the temporary file is created new, never through a link someone planted.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&tmp)(e)),
+    }
     let result = (|| {
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
         let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             hasher: blake3::Hasher::new(),

@@ -162,6 +162,13 @@ pub enum StoreError {
         free: u64,
         capacity: u64,
     },
+    #[error("not enough disk for slot {key}: it needs {need} bytes and {available} are free, of which {floor} stay free for the store's database")]
+    DiskFull {
+        key: SlotKey,
+        need: u64,
+        available: u64,
+        floor: u64,
+    },
     #[error("slot {0} is not in this store")]
     UnknownSlot(SlotKey),
     #[error("slot {0} already exists with a different root or geometry")]
