@@ -127,7 +127,21 @@ impl Hostile {
             .map_err(|e| anyhow!("cannot open a shard stream: {e}"))
     }
 
-    /// Writes one `Put` frame and its body by hand and reads the provider's answer.
+    /// Reads one answer frame from a shard stream.
+    pub async fn answer(rd: &mut (impl futures::AsyncRead + Unpin)) -> Result<ShardResponse> {
+        let mut len = [0u8; 4];
+        rd.read_exact(&mut len).await?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > wire::MAX_SHARD_HEADER {
+            bail!("answer frame of {len} bytes");
+        }
+        let mut frame = vec![0u8; len];
+        rd.read_exact(&mut frame).await?;
+        Ok(wire::decode(&frame, wire::MAX_SHARD_HEADER)?)
+    }
+
+    /// Writes one `Put` frame and its body by hand and reads the provider's answer, which may
+    /// come before the body is taken (a provider refuses a put on its header alone).
     pub async fn put(
         &self,
         stream: &mut libp2p::Stream,
@@ -144,20 +158,18 @@ impl Hostile {
             len: body.len() as u64,
             siblings,
         });
-        stream
-            .write_all(&(header.len() as u32).to_be_bytes())
-            .await?;
-        stream.write_all(&header).await?;
-        stream.write_all(body).await?;
-        stream.flush().await?;
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).await?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > wire::MAX_SHARD_HEADER {
-            bail!("answer frame of {len} bytes");
+        let (mut rd, mut wr) = futures::AsyncReadExt::split(&mut *stream);
+        let write = async {
+            wr.write_all(&(header.len() as u32).to_be_bytes()).await?;
+            wr.write_all(&header).await?;
+            wr.write_all(body).await?;
+            wr.flush().await
+        };
+        let read = Self::answer(&mut rd);
+        let (written, answer) = futures::join!(write, read);
+        match answer {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(written.err().map_or(e, anyhow::Error::from)),
         }
-        let mut frame = vec![0u8; len];
-        stream.read_exact(&mut frame).await?;
-        Ok(wire::decode(&frame, wire::MAX_SHARD_HEADER)?)
     }
 }

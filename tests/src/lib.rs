@@ -186,6 +186,7 @@ impl ProviderNode {
                 listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
                 gc_grace_epochs: 2,
                 poll: Duration::from_millis(50),
+                scrub_pass: Duration::from_secs(2),
             },
             ledger.clone(),
             &mut registry,
@@ -341,6 +342,9 @@ pub type Pinned = (
 /// A ledger (100 ms blocks, 5-block epochs, faucet) and `n` providers priced 1000, 1001, ...
 #[derive(Debug)]
 pub struct Cluster {
+    dir: std::path::PathBuf,
+    /// Providers started so far (each has its own directory `p{i}`, also once stopped).
+    started: usize,
     pub ledger: LedgerNode,
     pub ledger_key: Keypair,
     pub providers: Vec<ProviderNode>,
@@ -382,6 +386,7 @@ impl ClusterBuilder {
     }
 
     pub async fn build(self) -> Result<Cluster> {
+        let dir = self.dir.clone();
         let ledger_key = new_key();
         let ledger =
             LedgerNode::start(&self.dir.join("ledger"), ledger_key.clone(), self.chain).await?;
@@ -397,6 +402,8 @@ impl ClusterBuilder {
             );
         }
         Ok(Cluster {
+            dir,
+            started: self.providers,
             ledger,
             ledger_key,
             providers,
@@ -422,6 +429,16 @@ impl Cluster {
     /// The default cluster with `n` providers.
     pub async fn start(dir: &Path, n: usize) -> Result<Self> {
         Self::builder(dir).providers(n).build().await
+    }
+
+    /// Starts one more provider at `price`, in the cluster's directory, and returns its key.
+    pub async fn add_provider(&mut self, price: u128) -> Result<atlas_protocol::PublicKey> {
+        let dir = self.dir.join(format!("p{}", self.started));
+        let node = ProviderNode::start(&dir, &self.ledger.addr, price).await?;
+        self.started += 1;
+        let key = node.key.public();
+        self.providers.push(node);
+        Ok(key)
     }
 
     /// Funds a new creator, encodes `len` random bytes at `k + m` with 64 KiB shards and pins
@@ -472,8 +489,7 @@ impl Cluster {
     pub async fn restart_ledger(self, kill: bool) -> Result<Self> {
         Ok(Self {
             ledger: self.ledger.restart(kill).await?,
-            ledger_key: self.ledger_key,
-            providers: self.providers,
+            ..self
         })
     }
 

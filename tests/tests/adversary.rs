@@ -531,3 +531,40 @@ async fn a_ledger_restart_never_slashes_an_honest_holder() {
     drop(client);
     cluster.stop().await.expect("stop");
 }
+
+/// One peer may hold only its share of a provider's shard streams: a stranger opening stream
+/// after stream and sending nothing gets `Busy` beyond it, and the provider's video still reads
+/// back for everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_a_provider_with_idle_shard_streams_is_told_busy_and_readers_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 6).await.expect("cluster");
+    let (data, manifest, id) = cluster
+        .pin_random(dir.path(), 300 * 1024, 4, 2)
+        .await
+        .expect("pin");
+    let h = Hostile::start(&cluster.ledger.addr).await.expect("hostile");
+    let victim = deal(&h, id).await.slots[0].holder.expect("slot 0 held");
+    let victim = match h
+        .ask(LedgerRequest::Provider(victim))
+        .await
+        .expect("answer")
+    {
+        LedgerResponse::Provider(Some(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(h.shard_stream(&victim).await.expect("stream"));
+    }
+    let mut one_more = h.shard_stream(&victim).await.expect("stream");
+    let answer = Hostile::answer(&mut one_more).await.expect("an answer");
+    assert_eq!(answer, ShardResponse::Busy);
+
+    let client = cluster.ledger.client(&new_key()).await.expect("client");
+    let got = read_object(&client, &manifest.id(), &dir.path().join("read.mp4"))
+        .await
+        .expect("the video reads back");
+    assert!(got == data, "the video differs");
+    drop(idle);
+}

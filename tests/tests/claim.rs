@@ -4,7 +4,7 @@
 
 use atlas_protocol::escrow::{SlotStatus, TxBody};
 use atlas_protocol::wire::{LedgerRequest, LedgerResponse};
-use atlas_tests::{new_key, read_back, wait_for, Cluster, ProviderNode};
+use atlas_tests::{new_key, read_back, wait_for, Cluster};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,11 +121,7 @@ async fn scenario() {
     );
 
     // An honest spare arrives, claims, rebuilds and proves the slot.
-    let spare = ProviderNode::start(&dir.path().join("spare"), &cluster.ledger.addr, 500)
-        .await
-        .expect("spare starts");
-    let spare_key = spare.key.public();
-    cluster.providers.push(spare);
+    let spare_key = cluster.add_provider(500).await.expect("spare starts");
     wait_for("slot 0 repaired", Duration::from_secs(90), || async {
         let d = observer.deal(deal_id).await?;
         let s = &d.slots[0];

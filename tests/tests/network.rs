@@ -35,6 +35,7 @@ async fn scenario() {
         ledger,
         ledger_key,
         mut providers,
+        ..
     } = cluster;
 
     // The creator funds itself, encodes a video and pins it.

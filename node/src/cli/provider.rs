@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// How often to check the ledger for new epochs and slots.
     #[arg(long, default_value = defaults::POLL, value_parser = crate::config::units::parse_duration)]
     pub poll: Duration,
+    /// How long one pass of re-verifying every stored slot against its root takes (reading at
+    /// least 1 MiB/s); a damaged slot is deleted and handed back for repair.
+    #[arg(long, default_value = defaults::SCRUB_PASS, value_parser = crate::config::units::parse_duration)]
+    pub scrub_pass: Duration,
 }
 
 pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
@@ -79,6 +83,7 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
                 listen,
                 gc_grace_epochs: args.gc_grace_epochs,
                 poll: args.poll,
+                scrub_pass: args.scrub_pass,
             },
             ledger,
             &mut registry,

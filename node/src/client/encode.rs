@@ -59,6 +59,17 @@ pub fn encode_file(
     let cannot = |what: &str, e: std::io::Error| {
         ClientError::Encode(format!("cannot {what} {}: {e}", req.file.display()))
     };
+    // Asked of the path before opening it: opening a FIFO would wait for a writer forever.
+    let regular = |m: std::fs::Metadata| m.is_file();
+    if !std::fs::metadata(req.file)
+        .map(regular)
+        .map_err(|e| cannot("read", e))?
+    {
+        return Err(ClientError::Encode(format!(
+            "{} is not a regular file",
+            req.file.display()
+        )));
+    }
     let file = File::open(req.file).map_err(|e| cannot("open", e))?;
     let meta = file.metadata().map_err(|e| cannot("read", e))?;
     if !meta.is_file() {

@@ -73,13 +73,6 @@ impl std::fmt::Debug for Quote {
     }
 }
 
-impl Quote {
-    /// The chosen providers.
-    pub fn providers(&self) -> impl Iterator<Item = (&PublicKey, &Provider)> {
-        self.chosen.iter().map(|(k, p, _)| (k, p))
-    }
-}
-
 /// Chooses `n` providers for an encoded object that answer now, cheapest first, and opens a
 /// shard stream to each. Nothing is paid yet.
 pub async fn quote(

@@ -15,6 +15,8 @@ pub const COLLATERAL: u128 = 1_000_000;
 pub const GC_GRACE_EPOCHS: u64 = 6;
 /// How often services look at the chain's head.
 pub const POLL: &str = "500ms";
+/// How long the provider's scrubber takes to re-verify every stored slot once.
+pub const SCRUB_PASS: &str = "24h";
 /// Data shards per stripe.
 pub const DATA_SHARDS: u16 = 4;
 /// Parity shards per stripe.

@@ -38,6 +38,7 @@ pub const KEYS: &[(&str, &[&str], &str)] = &[
         "gc_grace_epochs",
     ),
     ("provider.poll", &["provider", "run"], "poll"),
+    ("provider.scrub_pass", &["provider", "run"], "scrub_pass"),
     ("provider.metrics", &["provider", "run"], "metrics"),
     ("pin.data_shards", &["pin"], "data_shards"),
     ("pin.parity_shards", &["pin"], "parity_shards"),

@@ -69,13 +69,22 @@ macro_rules! expect {
     ($asked:literal, $answer:expr, $pat:pat => $out:expr) => {
         match $answer {
             $pat => Ok($out),
-            other => Err(LedgerError::Unexpected {
-                asked: $asked,
-                answer: format!("{other:?}").chars().take(120).collect(),
-            }),
+            other => Err(unexpected($asked, &other)),
         }
     };
 }
+
+/// The error for an answer of the wrong kind: what was asked, and the start of what came back.
+fn unexpected(asked: &'static str, answer: &LedgerResponse) -> LedgerError {
+    LedgerError::Unexpected {
+        asked,
+        answer: format!("{answer:?}").chars().take(120).collect(),
+    }
+}
+
+/// The first and the last wait before asking a busy ledger again (about 5 s in all).
+const BUSY_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(20);
+const BUSY_RETRY_LAST: std::time::Duration = std::time::Duration::from_millis(2560);
 
 /// A connection to the ledger over a libp2p node (its own dial-only one, or a service's).
 #[derive(Debug)]
@@ -145,26 +154,29 @@ impl LedgerClient {
         &self.net
     }
 
-    /// The ledger's address.
-    pub fn addr(&self) -> &Multiaddr {
-        &self.addr
-    }
-
     /// Sends one request as it is and returns the answer as it is (for tests that play a
     /// hostile client; services use the typed methods).
+    /// A ledger too busy to take the request is asked again, a little later each time.
     pub async fn request(&self, request: LedgerRequest) -> Result<LedgerResponse> {
-        let response = self
-            .net
-            .ledger_request(self.ledger, Some(self.addr.clone()), request)
-            .await
-            .map_err(|source| LedgerError::Unreachable {
-                addr: self.addr.clone(),
-                source,
-            })?;
-        if let LedgerResponse::Error(e) = response {
-            return Err(LedgerError::Failed(e));
+        let mut wait = BUSY_RETRY_FIRST;
+        loop {
+            let response = self
+                .net
+                .ledger_request(self.ledger, Some(self.addr.clone()), request.clone())
+                .await
+                .map_err(|source| LedgerError::Unreachable {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+            match response {
+                LedgerResponse::Error(e) => return Err(LedgerError::Failed(e)),
+                LedgerResponse::Refused(Refusal::Busy) if wait <= BUSY_RETRY_LAST => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return Ok(other),
+            }
         }
-        Ok(response)
     }
 
     pub async fn status(&self) -> Result<ChainStatus> {
@@ -205,36 +217,43 @@ impl LedgerClient {
 
     /// Every registered provider, page by page.
     pub async fn providers(&self) -> Result<Vec<(PublicKey, Provider)>> {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let (items, next) = expect!(
-                "provider page",
-                self.request(LedgerRequest::ProviderPage { after }).await?,
-                LedgerResponse::ProviderPage { items, next } => (items, next)
-            )?;
-            all.extend(items);
-            match next {
-                Some(k) => after = Some(k),
-                None => return Ok(all),
-            }
-        }
+        self.all_pages(
+            |after| LedgerRequest::ProviderPage { after },
+            |answer| match answer {
+                LedgerResponse::ProviderPage { items, next } => Ok((items, next)),
+                other => Err(Box::new(other)),
+            },
+        )
+        .await
     }
 
     /// Every deal `query` selects, page by page.
     pub async fn deals(&self, query: DealQuery) -> Result<Vec<(DealId, Deal)>> {
+        let request = |after| LedgerRequest::DealPage {
+            query: query.clone(),
+            after,
+        };
+        self.all_pages(request, |answer| match answer {
+            LedgerResponse::DealPage { items, next } => Ok((items, next)),
+            other => Err(Box::new(other)),
+        })
+        .await
+    }
+
+    /// Asks for page after page (`request(after)`) until the ledger says there is no next one.
+    /// `page` takes a page apart, or gives back an answer that is not one.
+    async fn all_pages<K, T>(
+        &self,
+        request: impl Fn(Option<K>) -> LedgerRequest,
+        page: impl Fn(
+            LedgerResponse,
+        ) -> std::result::Result<(Vec<(K, T)>, Option<K>), Box<LedgerResponse>>,
+    ) -> Result<Vec<(K, T)>> {
         let mut all = Vec::new();
         let mut after = None;
         loop {
-            let request = LedgerRequest::DealPage {
-                query: query.clone(),
-                after,
-            };
-            let (items, next) = expect!(
-                "deal page",
-                self.request(request).await?,
-                LedgerResponse::DealPage { items, next } => (items, next)
-            )?;
+            let answer = self.request(request(after)).await?;
+            let (items, next) = page(answer).map_err(|other| unexpected("page", &other))?;
             all.extend(items);
             match next {
                 Some(k) => after = Some(k),
@@ -337,12 +356,7 @@ impl LedgerClient {
                         reason: Box::new(reason),
                     })
                 }
-                other => {
-                    return Err(LedgerError::Unexpected {
-                        asked: kind,
-                        answer: format!("{other:?}").chars().take(120).collect(),
-                    })
-                }
+                other => return Err(unexpected(kind, &other)),
             }
         }
     }

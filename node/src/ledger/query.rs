@@ -49,8 +49,12 @@ impl Ledger {
         id: u64,
         request: LedgerRequest,
     ) -> Result<Option<LedgerResponse>, SequencerError> {
-        // Everything answers from the state the next block will have, so what a submitter was
-        // told is accepted shows at once (its nonce, a deal it opened).
+        // A block or an ended deal is read from the database, as the service does off its task.
+        if let Some(read) = self.stored_read(&request) {
+            return Ok(Some(read()));
+        }
+        // Everything else answers from the state the next block will have, so what a submitter
+        // was told is accepted shows at once (its nonce, a deal it opened).
         let s = &self.state;
         Ok(Some(match request {
             LedgerRequest::Submit(signed) => match self.accept(signed) {
@@ -73,12 +77,9 @@ impl Ledger {
             // The latest accepted view, so a submitter's next nonce counts queued transactions.
             LedgerRequest::Account(key) => LedgerResponse::Account(s.account(&key)),
             LedgerRequest::Provider(key) => LedgerResponse::Provider(s.provider(&key).cloned()),
-            // A live deal, or an ended one from the archive.
-            LedgerRequest::Deal(id) => LedgerResponse::Deal(match s.deal(&id) {
-                Some(d) => Some(d.clone()),
-                None => self.store.archived_deal(&id)?,
-            }),
-            LedgerRequest::Block(height) => LedgerResponse::Block(self.store.block(height)?),
+            // A live deal (an ended one was read from the archive above).
+            LedgerRequest::Deal(id) => LedgerResponse::Deal(s.deal(&id).cloned()),
+            LedgerRequest::Block(_) => unreachable!("a block is always a stored read"),
             LedgerRequest::ProviderPage { after } => {
                 let from = match after {
                     Some(k) => Bound::Excluded(k),

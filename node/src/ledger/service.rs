@@ -74,6 +74,19 @@ async fn serve(
                 }
                 break;
             }
+            // Before requests: a flood of them never holds a block back.
+            _ = tick.tick() => {
+                loop {
+                    let (header, answers) = ledger.cut_block().await?;
+                    for (id, answer) in answers {
+                        net.respond(id, answer).await?;
+                    }
+                    net.publish_header(&header).await?;
+                    if !ledger.settlement_pending() {
+                        break;
+                    }
+                }
+            }
             event = events.recv() => match event {
                 Some(NetEvent::LedgerRequest { id, request, .. }) => {
                     if let Some(read) = ledger.stored_read(&request) {
@@ -108,18 +121,6 @@ async fn serve(
                 None => break,
             },
             Some(_) = reads.join_next(), if !reads.is_empty() => {}
-            _ = tick.tick() => {
-                loop {
-                    let (header, answers) = ledger.cut_block().await?;
-                    for (id, answer) in answers {
-                        net.respond(id, answer).await?;
-                    }
-                    net.publish_header(&header).await?;
-                    if !ledger.settlement_pending() {
-                        break;
-                    }
-                }
-            }
         }
     }
     Ok(())

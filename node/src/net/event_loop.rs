@@ -2,7 +2,7 @@
 
 use super::{Behaviour, BehaviourEvent, Command, NetError, NetEvent, Result};
 use atlas_protocol::chain::SignedHeader;
-use atlas_protocol::wire::{self, LedgerRequest, LedgerResponse};
+use atlas_protocol::wire::{self, LedgerRequest, LedgerResponse, Refusal};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::metrics::{Metrics, Recorder};
@@ -195,10 +195,22 @@ impl EventLoop {
                 } => {
                     let id = self.next_inbound;
                     self.next_inbound += 1;
-                    self.inbound.insert(id, channel);
                     let event = NetEvent::LedgerRequest { id, peer, request };
-                    if self.events.send(event).await.is_err() {
-                        self.inbound.remove(&id);
+                    // Never wait on the service here: it may itself be waiting for this task to
+                    // take its answers. A full queue is answered at once with a refusal to retry.
+                    match self.events.try_send(event) {
+                        Ok(()) => {
+                            self.inbound.insert(id, channel);
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            let busy = LedgerResponse::Refused(Refusal::Busy);
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .ledger
+                                .send_response(channel, busy);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
                 rr::Message::Response {

@@ -51,8 +51,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 256;
 
+/// Connections a node keeps at most: from any one peer, and from all peers (established and
+/// still in the handshake). A peer over the cap is refused at connection time.
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+const MAX_INCOMING: u32 = 1024;
+const MAX_PENDING_INCOMING: u32 = 128;
+/// Streams open at once on one connection (yamux); a stranger cannot open thousands.
+const MAX_STREAMS_PER_CONNECTION: usize = 256;
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -225,7 +234,11 @@ pub async fn start(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            || {
+                let mut c = yamux::Config::default();
+                c.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+                c
+            },
         )
         .map_err(|e| NetError::Setup(format!("TCP: {e}")))?
         .with_quic()
@@ -251,7 +264,12 @@ pub async fn start(
                     kad::store::MemoryStore::new(key.public().to_peer_id()),
                 );
                 kad.set_mode(Some(kad::Mode::Server));
+                let limits = libp2p::connection_limits::ConnectionLimits::default()
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                    .with_max_established_incoming(Some(MAX_INCOMING))
+                    .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
                 Ok(Behaviour {
+                    limits: libp2p::connection_limits::Behaviour::new(limits),
                     identify: identify::Behaviour::new(
                         identify::Config::new("/atlas/1".into(), key.public())
                             .with_agent_version(format!("atlas/{}", env!("CARGO_PKG_VERSION"))),

@@ -15,6 +15,9 @@ pub(crate) struct ProviderMetrics {
     pub balance: Gauge,
     pub gc_deleted: Counter,
     pub puts_refused: Counter,
+    pub streams_refused: Counter,
+    pub scrubbed_bytes: Counter,
+    pub damaged_slots: Counter,
 }
 
 impl ProviderMetrics {
@@ -49,8 +52,23 @@ impl ProviderMetrics {
         );
         r.register(
             "puts_refused",
-            "Shards refused because the slot is not assigned here and waiting for bytes",
+            "Shards refused: the slot is not assigned here and waiting for bytes, or its peer is over its share of bodies in flight",
             m.puts_refused.clone(),
+        );
+        r.register(
+            "streams_refused",
+            "Shard streams answered busy because their peer had its share open",
+            m.streams_refused.clone(),
+        );
+        r.register(
+            "scrubbed_bytes",
+            "Stored bytes re-verified against their slot roots by the scrubber",
+            m.scrubbed_bytes.clone(),
+        );
+        r.register(
+            "damaged_slots",
+            "Slots found damaged (unreadable, wrong length or not verifying), deleted and handed back for repair",
+            m.damaged_slots.clone(),
         );
         r.register(
             "balance_tokens",

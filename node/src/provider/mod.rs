@@ -12,6 +12,7 @@
 //! | shard server | inbound streams, the assignment cache | [`serve`] |
 //! | prover | proofs sent and not yet recorded | [`prove`] |
 //! | repairer | slot claims and rebuilds; orphaned slots and their grace | [`repair`], [`gc`] |
+//! | scrubber | the pace of re-verifying stored slots; slots suspected damaged | `scrub` |
 //!
 //! The rest talk to them through cheap handles. [`Running::stop`] ends them in this order: the
 //! services (server, prover, repairer) first, so nothing new is asked; then the submitter, once
@@ -22,6 +23,7 @@ pub mod gc;
 mod metrics;
 pub mod prove;
 pub mod repair;
+mod scrub;
 pub mod serve;
 pub mod store;
 pub mod submitter;
@@ -103,6 +105,9 @@ pub struct ProviderConfig {
     pub gc_grace_epochs: u64,
     /// How often the prover and the repairer ask for the chain's head.
     pub poll: Duration,
+    /// How long one pass of the scrubber over every stored slot takes (it reads at least
+    /// 1 MiB/s).
+    pub scrub_pass: Duration,
 }
 
 /// A running provider's handles: immutable, cheap to share between its tasks.
@@ -114,6 +119,8 @@ pub struct Provider {
     submitter: Submitter,
     /// Tells the prover a round should run again soon (an accept failed elsewhere).
     recheck: mpsc::Sender<()>,
+    /// Slots to verify now (the prover could not read them).
+    suspects: mpsc::Sender<atlas_storage::SlotKey>,
     metrics: ProviderMetrics,
 }
 
@@ -198,6 +205,7 @@ impl Provider {
         let (submitter, submitter_task) =
             Submitter::start(ledger.clone(), key.clone(), submitting.clone());
         let (recheck, recheck_rx) = mpsc::channel(1);
+        let (suspects, suspects_rx) = mpsc::channel(64);
         let provider = Arc::new(Self {
             key,
             ledger,
@@ -205,6 +213,7 @@ impl Provider {
             store,
             submitter,
             recheck,
+            suspects,
             metrics,
         });
         let services = CancellationToken::new();
@@ -215,6 +224,15 @@ impl Provider {
             tokio::spawn(
                 prove::run(provider.clone(), config.poll, recheck_rx, services.clone())
                     .instrument(span.clone()),
+            ),
+            tokio::spawn(
+                scrub::run(
+                    provider.clone(),
+                    config.scrub_pass,
+                    suspects_rx,
+                    services.clone(),
+                )
+                .instrument(span.clone()),
             ),
             tokio::spawn(
                 repair::run(

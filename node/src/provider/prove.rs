@@ -83,7 +83,7 @@ impl Prover {
                             shape.chunks(),
                             status.params.samples,
                         );
-                        due.push(((*id, j as u16), key, ch));
+                        due.push(((*id, j as u16, key), key, ch));
                     }
                     _ => {}
                 }
@@ -109,12 +109,15 @@ impl Prover {
         let proofs = provider.store.prove(due).await?;
         // Every proof goes to the submitter at once; it signs them with consecutive nonces,
         // one round trip each, never waiting for a block.
-        let sends = proofs.into_iter().map(|((deal, slot), proof)| async move {
+        let sends = proofs.into_iter().map(|((deal, slot, key), proof)| async move {
             let proof = match proof {
                 Ok(p) => p,
                 Err(e) => {
                     provider.metrics.count_proof("unavailable");
                     tracing::warn!(deal = %deal.short(), slot, error = %e, "cannot prove slot");
+                    // The scrubber checks the slot now; if its copy is damaged it is handed
+                    // back for repair instead of missing proof after proof.
+                    let _ = provider.suspects.try_send(key);
                     return None;
                 }
             };

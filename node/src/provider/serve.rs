@@ -16,15 +16,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// How long a shard stream may stay silent mid-conversation.
-const STREAM_IDLE: Duration = Duration::from_secs(60);
+/// How long a shard stream may wait for its next request, and for a `Put`'s body once its header
+/// is in.
+const REQUEST_IDLE: Duration = Duration::from_secs(60);
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `Put` bodies being received at once: in all, and from any one peer. A body is allocated only
+/// once it has room; over the peer's share the answer is [`ShardResponse::Busy`].
+const MAX_PUT_BYTES: usize = 64 << 20;
+const MAX_PUT_BYTES_PER_PEER: usize = 16 << 20;
+/// How long a `Put` waits for room among all peers' bodies.
+const PUT_ROOM_WAIT: Duration = Duration::from_secs(10);
 /// How long the ledger's word that this provider may store a slot's shards is trusted before it
 /// is asked again.
 const ASSIGNMENT_TTL: Duration = Duration::from_secs(5);
 /// Most slot assignments remembered at once (a stranger naming deals cannot grow the map).
 const MAX_ASSIGNMENTS: usize = 4096;
-/// Most shard streams served at once; further ones wait to be taken.
+/// Most shard streams served at once; further ones wait to be taken. One peer may have at most
+/// [`MAX_STREAMS_PER_PEER`] of them; more are answered [`ShardResponse::Busy`] and closed.
 const MAX_STREAMS: usize = 256;
+const MAX_STREAMS_PER_PEER: usize = 64;
 
 /// Slots the ledger lately showed assigned here and waiting for bytes: the slot's key and spec,
 /// and when the ledger said so. Owned by the server; locked briefly, never across an await.
@@ -53,6 +63,105 @@ impl Assignments {
     }
 }
 
+/// What each peer has in flight here: open streams and `Put` body bytes, with the bodies of all
+/// peers bounded by one semaphore. Locked briefly, never across an await.
+#[derive(Debug)]
+struct InFlight {
+    peers: Mutex<HashMap<PeerId, (usize, usize)>>,
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
+impl InFlight {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            peers: Mutex::new(HashMap::new()),
+            bytes: Arc::new(tokio::sync::Semaphore::new(MAX_PUT_BYTES)),
+        })
+    }
+
+    /// Counts one more stream of `peer`, or `None` when it has its share open.
+    fn open(self: &Arc<Self>, peer: PeerId) -> Option<StreamSlot> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = peers.entry(peer).or_default();
+        if entry.0 >= MAX_STREAMS_PER_PEER {
+            return None;
+        }
+        entry.0 += 1;
+        Some(StreamSlot {
+            peer,
+            in_flight: self.clone(),
+        })
+    }
+
+    /// Room for a body of `len` bytes from `peer`, or `None` (answer Busy).
+    async fn room(&self, peer: PeerId, len: u64) -> Option<BodyRoom<'_>> {
+        let len = usize::try_from(len).ok()?;
+        {
+            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = peers.entry(peer).or_default();
+            if entry.1 + len > MAX_PUT_BYTES_PER_PEER {
+                return None;
+            }
+            entry.1 += len;
+        }
+        let room = BodyRoom {
+            peer,
+            len,
+            in_flight: self,
+            _permit: None,
+        };
+        let permits = u32::try_from(len.max(1)).ok()?;
+        let permit = tokio::time::timeout(
+            PUT_ROOM_WAIT,
+            self.bytes.clone().acquire_many_owned(permits),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(BodyRoom {
+            _permit: Some(permit),
+            ..room
+        })
+    }
+
+    fn release(&self, peer: PeerId, streams: usize, bytes: usize) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = peers.get_mut(&peer) {
+            entry.0 -= streams.min(entry.0);
+            entry.1 -= bytes.min(entry.1);
+            if *entry == (0, 0) {
+                peers.remove(&peer);
+            }
+        }
+    }
+}
+
+/// One open stream of a peer, counted until dropped.
+struct StreamSlot {
+    peer: PeerId,
+    in_flight: Arc<InFlight>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.in_flight.release(self.peer, 1, 0);
+    }
+}
+
+/// Room for one body, counted until dropped.
+struct BodyRoom<'a> {
+    peer: PeerId,
+    len: usize,
+    in_flight: &'a InFlight,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for BodyRoom<'_> {
+    fn drop(&mut self) {
+        self.in_flight.release(self.peer, 0, self.len);
+    }
+}
+
 /// Serves inbound shard streams until `shutdown`; the handlers it started are aborted then.
 pub(super) async fn run(
     provider: Arc<Provider>,
@@ -60,6 +169,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let assignments = Arc::new(Assignments::default());
+    let in_flight = InFlight::new();
     // Handlers live in this set: dropping it at shutdown aborts them.
     let mut handlers = tokio::task::JoinSet::new();
     loop {
@@ -68,12 +178,32 @@ pub(super) async fn run(
             Some(_) = handlers.join_next(), if !handlers.is_empty() => continue,
             next = incoming.next(), if handlers.len() < MAX_STREAMS => next,
         };
-        let Some((peer, stream)) = next else { break };
-        let (provider, assignments) = (provider.clone(), assignments.clone());
+        let Some((peer, mut stream)) = next else {
+            break;
+        };
         let span = tracing::debug_span!("shard stream", %peer);
+        let Some(slot) = in_flight.open(peer) else {
+            provider.metrics.streams_refused.inc();
+            handlers.spawn(tracing::Instrument::instrument(
+                async move {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        shard::write_response(&mut stream, &ShardResponse::Busy),
+                    )
+                    .await;
+                },
+                span,
+            ));
+            continue;
+        };
+        let (provider, assignments, in_flight) =
+            (provider.clone(), assignments.clone(), in_flight.clone());
         handlers.spawn(tracing::Instrument::instrument(
             async move {
-                if let Err(error) = handle_stream(&provider, &assignments, peer, stream).await {
+                let _slot = slot;
+                if let Err(error) =
+                    handle_stream(&provider, &assignments, &in_flight, peer, stream).await
+                {
                     tracing::debug!(error = %error, "shard stream ended");
                 }
             },
@@ -82,13 +212,25 @@ pub(super) async fn run(
     }
 }
 
+fn timed_out(what: &str, after: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} not received within {after:?}"),
+    )
+}
+
 async fn handle_stream(
     provider: &Provider,
     assignments: &Assignments,
+    in_flight: &InFlight,
     peer: PeerId,
     mut stream: libp2p::Stream,
 ) -> Result<()> {
-    while let Some(request) = shard::read_request(&mut stream).await? {
+    loop {
+        let request = tokio::time::timeout(REQUEST_IDLE, shard::read_request(&mut stream))
+            .await
+            .map_err(|_| timed_out("a request", REQUEST_IDLE))??;
+        let Some(request) = request else { break };
         let response = match request {
             ShardRequest::Put {
                 deal,
@@ -97,15 +239,27 @@ async fn handle_stream(
                 len,
                 siblings,
             } => {
-                let body = tokio::time::timeout(STREAM_IDLE, shard::read_body(&mut stream, len))
+                // Whether this provider may store the slot is settled before a byte of the body
+                // is read or allocated; a refusal closes the stream (its body is never read).
+                let found = match assignment(provider, assignments, deal, slot).await {
+                    Ok((key, spec)) => (deal, slot, key, spec),
+                    Err(e) => {
+                        provider.metrics.puts_refused.inc();
+                        tracing::info!(%peer, deal = %deal.short(), slot, stripe, error = %e, "shard refused");
+                        shard::write_response(&mut stream, &ShardResponse::Error(e.to_string()))
+                            .await?;
+                        break;
+                    }
+                };
+                let Some(_room) = in_flight.room(peer, len).await else {
+                    provider.metrics.puts_refused.inc();
+                    shard::write_response(&mut stream, &ShardResponse::Busy).await?;
+                    break;
+                };
+                let body = tokio::time::timeout(BODY_TIMEOUT, shard::read_body(&mut stream, len))
                     .await
-                    .map_err(|_| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("shard body not received within {STREAM_IDLE:?}"),
-                        )
-                    })??;
-                match put(provider, assignments, deal, slot, stripe, body, siblings).await {
+                    .map_err(|_| timed_out("a shard body", BODY_TIMEOUT))??;
+                match put(provider, found, stripe, body, siblings).await {
                     Ok(complete) => ShardResponse::Stored { complete },
                     Err(e) => {
                         tracing::info!(%peer, deal = %deal.short(), slot, stripe, error = %e, "shard refused");
@@ -177,20 +331,11 @@ async fn assignment(
 /// Verifies and stores one shard; accepts the slot on the ledger once it is whole.
 async fn put(
     provider: &Provider,
-    assignments: &Assignments,
-    deal: DealId,
-    slot: u16,
+    (deal, slot, key, spec): (DealId, u16, SlotKey, SlotSpec),
     stripe: u64,
     body: Vec<u8>,
     siblings: Vec<Cv>,
 ) -> Result<bool> {
-    let (key, spec) = match assignment(provider, assignments, deal, slot).await {
-        Ok(found) => found,
-        Err(e) => {
-            provider.metrics.puts_refused.inc();
-            return Err(e);
-        }
-    };
     // Hashing is CPU work: off the async threads, and outside the store thread.
     let shard = tokio::task::spawn_blocking(move || {
         VerifiedShard::verify(&spec.root(), spec.stripes, stripe, body, &siblings)

@@ -170,6 +170,11 @@ impl StoreHandle {
         .await?
     }
 
+    /// Slots whose files are missing or of the wrong length (see [`RocksSlotStore::misfiled`]).
+    pub async fn misfiled(&self) -> Result<Vec<SlotKey>> {
+        self.call(|o| Ok(o.store.misfiled()?)).await?
+    }
+
     pub async fn info(&self, key: SlotKey) -> Result<Option<SlotInfo>> {
         self.call(move |o| Ok(o.store.info(key)?)).await?
     }
