@@ -1,7 +1,7 @@
 //! `/metrics` over HTTP (hyper): each process serves its own `prometheus-client` registry in
 //! OpenMetrics text, with the content type Prometheus asks for.
 
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 /// The content type of OpenMetrics text.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-type Body = BoxBody<Bytes, std::io::Error>;
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 fn body(text: impl Into<Bytes>) -> Body {
     Full::new(text.into())
         .map_err(|never: Infallible| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// `registry` as an OpenMetrics response.

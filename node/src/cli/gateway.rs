@@ -60,7 +60,10 @@ pub fn run(ctx: &Context, cmd: GatewayCommand) -> Result<()> {
         let (bound, task) = gateway::start(
             std::sync::Arc::new(client),
             net,
-            GatewayConfig { creators },
+            GatewayConfig {
+                creators,
+                limits: Default::default(),
+            },
             args.listen,
             shutdown.clone(),
         )

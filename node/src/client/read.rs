@@ -95,15 +95,31 @@ impl ObjectReader {
                         other => ClientError::SlotDir(other),
                     })
             }
-            Output::Range(range, mut w) => {
-                decode_range(&layout, &mut self.source, range, &mut w, progress)
-                    .and_then(|stats| {
-                        w.flush().map_err(DecodeError::Write)?;
-                        Ok(stats)
-                    })
-                    .map_err(ClientError::from)
-            }
+            Output::Range(range, mut w) => return self.read_range(range, &mut w, progress),
         };
+        self.report(result)
+    }
+
+    /// Writes file bytes `range` to `out` on this (blocking) thread, reading only the stripes
+    /// it covers.
+    pub fn read_range(
+        &mut self,
+        range: Range<u64>,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ReadReport> {
+        let layout = self.manifest.layout();
+        let result = decode_range(&layout, &mut self.source, range, out, progress)
+            .and_then(|stats| {
+                out.flush().map_err(DecodeError::Write)?;
+                Ok(stats)
+            })
+            .map_err(ClientError::from);
+        self.report(result)
+    }
+
+    /// A read's outcome with the slots that failed during it.
+    fn report(&self, result: Result<DecodeStats>) -> Result<ReadReport> {
         let failed = self.source.failed_slots();
         match result {
             Ok(stats) => Ok(ReadReport { stats, failed }),

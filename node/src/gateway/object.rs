@@ -1,13 +1,14 @@
-//! `GET|HEAD /v1/objects/{id}`: an object's bytes (or one range of them), decoded on a blocking
-//! thread as the client reads them, from readers pooled per object.
+//! `GET|HEAD /v1/objects/{id}`: an object's bytes (or one range of them), decoded a stripe at a
+//! time on a blocking thread, only as the client takes them, from readers pooled per object. A
+//! response holds at most one decoded stripe, counted against the gateway's buffer.
 
+use super::limits::{self, Activity};
 use super::media::{served_media_type, OBJECT_CSP};
 use super::range::{parse_range, RangeSpec};
 use super::{full, plain, Body, Gateway, GatewayError};
 use crate::client::holders::{find_deal, object_holders};
-use crate::client::read::{ObjectReader, Output};
-use crate::client::{manifest_of, ClientError};
-use atlas_protocol::erasure::DecodeError;
+use crate::client::manifest_of;
+use crate::client::read::ObjectReader;
 use atlas_protocol::escrow::Provider;
 use atlas_protocol::manifest::VerifiedManifest;
 use atlas_protocol::ObjectId;
@@ -20,7 +21,6 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// How long an object's holder list is trusted before it is asked of the ledger again.
 const HOLDERS_TTL: Duration = Duration::from_secs(10);
@@ -28,9 +28,8 @@ const HOLDERS_TTL: Duration = Duration::from_secs(10);
 const MAX_OBJECTS: usize = 1024;
 /// Readers kept open per object between requests (their streams to the holders stay up).
 const POOLED_READERS: usize = 4;
-/// Bytes handed to the HTTP body at a time, and how many such chunks may wait to be sent.
-const CHUNK: usize = 256 << 10;
-const CHUNKS_IN_FLIGHT: usize = 8;
+/// The most bytes decoded as one piece of a response (less when a stripe is smaller).
+const MAX_PIECE: u64 = 4 << 20;
 
 /// An object as last looked up: its manifest, holders and open readers.
 struct Object {
@@ -88,6 +87,7 @@ impl Gateway {
         id: &str,
         range: Option<&str>,
         head: bool,
+        activity: &Arc<Activity>,
     ) -> Result<Response<Body>, GatewayError> {
         let object = self.lookup(id).await?;
         let size = object.manifest.manifest().size;
@@ -113,7 +113,7 @@ impl Gateway {
         } else {
             // Headers go out only once the first verified bytes are in hand: a read that cannot
             // start is a clean 502, never a 200 that is cut short.
-            self.stream(object.clone(), bytes.clone()).await?
+            self.stream(object.clone(), bytes.clone(), activity).await?
         };
         let mut r = Response::new(body);
         if wanted.is_some() {
@@ -155,52 +155,34 @@ impl Gateway {
         Ok(r)
     }
 
-    /// A body that decodes `bytes` of `object` on a blocking thread as the client reads it,
-    /// returned once its first chunk is decoded (or the read failed before any byte).
+    /// A body that decodes `bytes` of `object` piece by piece as the client takes them,
+    /// returned once its first piece is decoded (or the read failed before any byte).
     async fn stream(
         self: &Arc<Self>,
         object: Arc<Object>,
         bytes: Range<u64>,
+        activity: &Arc<Activity>,
     ) -> Result<Body, GatewayError> {
-        let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-        let gw = self.clone();
         let pooled = object
             .readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop();
-        let mut reader = match pooled {
+        let reader = match pooled {
             Some(r) => r,
             None => ObjectReader::new(&self.net, object.manifest.clone(), object.holders.clone())?,
         };
-        tokio::task::spawn_blocking(move || {
-            let out = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
-            match reader.read(Output::Range(bytes, Box::new(out)), &mut |_| {}) {
-                Ok(report) => {
-                    gw.metrics.bytes.inc_by(report.stats.bytes_written);
-                    if report.stats.reconstructed_stripes > 0 {
-                        gw.metrics.degraded.inc();
-                    }
-                    let mut readers = object.readers.lock().unwrap_or_else(|p| p.into_inner());
-                    if readers.len() < POOLED_READERS {
-                        readers.push(reader);
-                    }
-                }
-                // The client went away: nothing to report.
-                Err(ClientError::Decode(DecodeError::Write(_))) => {}
-                Err(e) => {
-                    gw.metrics.errors.inc();
-                    tracing::warn!(object = %object.manifest.id().short(), error = %e, "read failed");
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                }
-            }
-        });
-        let first = match rx.recv().await {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => return Err(GatewayError::Read(e.to_string())),
+        let mut pieces = Pieces {
+            gw: self.clone(),
+            object,
+            reader: Some(reader),
+            next: bytes.start,
+            end: bytes.end,
+            activity: activity.clone(),
+        };
+        let first = match pieces.next_piece().await {
+            Some(Ok(piece)) => piece,
+            Some(Err(e)) => return Err(e),
             None => {
                 return Err(GatewayError::Read(
                     "the read ended before its first byte".into(),
@@ -209,42 +191,92 @@ impl Gateway {
         };
         let first =
             futures::stream::once(async move { Ok::<_, std::io::Error>(Frame::data(first)) });
-        let rest = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (chunk.map(Frame::data), rx))
+        let rest = futures::stream::unfold(pieces, |mut pieces| async move {
+            let piece = pieces.next_piece().await?;
+            let frame = piece
+                .map(Frame::data)
+                .map_err(|e| std::io::Error::other(e.to_string()));
+            Some((frame, pieces))
         });
-        Ok(BodyExt::boxed(StreamBody::new(first.chain(rest))))
+        Ok(BodyExt::boxed_unsync(StreamBody::new(first.chain(rest))))
     }
 }
 
-/// Collects decoded bytes into chunks for the HTTP body; fails once the client is gone.
-struct ChunkWriter {
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-    buf: Vec<u8>,
+/// The rest of one response: the next byte to send and the reader that decodes it.
+struct Pieces {
+    gw: Arc<Gateway>,
+    object: Arc<Object>,
+    reader: Option<ObjectReader>,
+    next: u64,
+    end: u64,
+    activity: Arc<Activity>,
 }
 
-impl ChunkWriter {
-    fn flush_chunk(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+impl Pieces {
+    /// Decodes the next piece (up to the end of its stripe, at most [`MAX_PIECE`]), once there
+    /// is room for it in the buffer and a decoder is free; `None` when the range is sent.
+    async fn next_piece(&mut self) -> Option<Result<Bytes, GatewayError>> {
+        if self.next >= self.end {
+            // The whole range went out: the reader serves the object's next request.
+            if let Some(reader) = self.reader.take() {
+                let mut readers = self
+                    .object
+                    .readers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if readers.len() < POOLED_READERS {
+                    readers.push(reader);
+                }
+            }
+            return None;
         }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(Bytes::from(chunk)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.flush_chunk()?;
+        let _working = self.activity.working();
+        let stripe = self.object.manifest.layout().stripe_len().max(1);
+        let piece_end = ((self.next / stripe + 1) * stripe)
+            .min(self.next + MAX_PIECE)
+            .min(self.end);
+        let range = self.next..piece_end;
+        let len = (range.end - range.start) as usize;
+        let result = self.decode(range, len).await;
+        if result.is_ok() {
+            self.next = piece_end;
+        } else {
+            self.next = self.end;
+            self.reader = None;
         }
-        Ok(n)
+        Some(result)
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.flush_chunk()
+    async fn decode(&mut self, range: Range<u64>, len: usize) -> Result<Bytes, GatewayError> {
+        let room = self.gw.budget.bytes(len).await?;
+        let decoder = self.gw.budget.decoder().await?;
+        let mut reader = self
+            .reader
+            .take()
+            .ok_or_else(|| GatewayError::Read("the read failed earlier".into()))?;
+        let (reader, result) = tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::with_capacity(len);
+            let result = reader.read_range(range, &mut buf, &mut |_| {});
+            drop(decoder);
+            (reader, result.map(|report| (buf, report)))
+        })
+        .await
+        .map_err(|e| GatewayError::Read(e.to_string()))?;
+        match result {
+            Ok((buf, report)) => {
+                self.reader = Some(reader);
+                self.gw.metrics.bytes.inc_by(report.stats.bytes_written);
+                self.gw
+                    .metrics
+                    .degraded
+                    .inc_by(report.stats.reconstructed_stripes);
+                Ok(limits::held(buf, room, &self.activity))
+            }
+            Err(e) => {
+                self.gw.metrics.errors.inc();
+                tracing::warn!(object = %self.object.manifest.id().short(), error = %e, "read failed");
+                Err(GatewayError::Client(e))
+            }
+        }
     }
 }

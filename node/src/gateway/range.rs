@@ -28,9 +28,10 @@ pub fn parse_range(header: &str, size: u64) -> RangeSpec {
     let (a, b) = (a.trim(), b.trim());
     let parse = |s: &str| s.parse::<u64>().ok();
     match (a.is_empty(), b.is_empty()) {
-        // Suffix: the last n bytes.
+        // Suffix: the last n bytes (an empty object has none to give).
         (true, false) => match parse(b) {
             Some(0) => RangeSpec::Unsatisfiable,
+            Some(_) if size == 0 => RangeSpec::Unsatisfiable,
             Some(n) => RangeSpec::Bytes(size.saturating_sub(n)..size),
             None => RangeSpec::Ignore,
         },
@@ -78,5 +79,7 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 1000), RangeSpec::Ignore);
         assert_eq!(parse_range("bytes=x-", 1000), RangeSpec::Ignore);
         assert_eq!(parse_range("bytes=0-", 0), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-5", 0), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), RangeSpec::Unsatisfiable);
     }
 }

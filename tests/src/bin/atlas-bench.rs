@@ -705,9 +705,20 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
         || with_ledger(&["get", &id, "-o", &out_s, "-q"]).map(|_| ()),
     )?;
     // The gateway over the same object: sequential read and first byte at random offsets.
-    let (_gateway, gateway) = spawn_gateway(opts, &root.join("gateway"), &ledger_addr)?;
+    let (gateway_proc, gateway) = spawn_gateway(opts, &root.join("gateway"), &ledger_addr)?;
     let path = format!("/v1/objects/{id}");
     let gw_all = gateway_figures(gateway, &path, opts.size)?;
+    let gateway_pid = gateway_proc.0.id();
+    let siege = gateway_siege(gateway, &path, opts.size, gateway_pid)?;
+    let readers: Vec<(usize, ReaderFigures)> = [16, 64, 500]
+        .into_iter()
+        .map(|n| {
+            Ok((
+                n,
+                concurrent_readers(gateway, &path, opts.size, gateway_pid, n)?,
+            ))
+        })
+        .collect::<Result<_, String>>()?;
     // One holder down (data slot 0's, the cheapest): stripes are rebuilt from parity on the fly.
     drop(providers[0].take());
     let gw_one_down = gateway_figures(gateway, &path, opts.size)?;
@@ -793,8 +804,183 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
             "< 50"
         );
     }
+    println!(
+        "{:<46} {:>9.1} {:>22} {:>9}",
+        "  under siege: first byte of a range (ms)",
+        siege.first_byte_ms,
+        "500 stalled + 500 half heads",
+        "< 100"
+    );
+    println!(
+        "{:<46} {:>8.1}M {:>22} {:>9}",
+        "  under siege: gateway RSS",
+        siege.rss_mib,
+        format!("idle before: {:.1}M", siege.rss_before_mib),
+        "< 200M"
+    );
+    for (n, r) in &readers {
+        println!(
+            "{:<46} {:>9.0} {:>22} {:>9}",
+            format!("  {n} readers of random 1 MiB ranges (MB/s)"),
+            r.mb_s,
+            format!("p99 {:.0} ms, {} busy", r.p99_ms, r.busy),
+            ""
+        );
+        println!(
+            "{:<46} {:>8.1}M {:>22} {:>9}",
+            format!("  {n} readers: gateway peak RSS"),
+            r.peak_rss_mib,
+            "",
+            "< 200M"
+        );
+    }
     let _ = fs::remove_dir_all(&root);
     Ok(())
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+struct Siege {
+    first_byte_ms: f64,
+    rss_mib: f64,
+    rss_before_mib: f64,
+}
+
+/// 500 clients that ask for the whole object and never read, and 500 that send half a request
+/// head; meanwhile a normal client's first byte of 1 MiB ranges (median of 20), and the
+/// gateway's resident memory with all of them connected.
+fn gateway_siege(
+    addr: std::net::SocketAddr,
+    path: &str,
+    size: u64,
+    pid: u32,
+) -> Result<Siege, String> {
+    let rss_before_mib = rss_mib(pid);
+    let mut hostile = Vec::new();
+    for i in 0..1000 {
+        let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        let head = if i % 2 == 0 {
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+        } else {
+            format!("GET {path} HTTP/1.1\r\nHost: ")
+        };
+        s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+        hostile.push(s);
+    }
+    // Let the stalled readers' first pieces reach their sockets.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut firsts = Vec::new();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    for _ in 0..20 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let offset = rng % size.saturating_sub(MIB).max(1);
+        let (first, _) = http_get(addr, path, Some((offset, offset + MIB - 1)))?;
+        firsts.push(first.as_secs_f64() * 1e3);
+    }
+    let rss = rss_mib(pid);
+    drop(hostile);
+    firsts.sort_by(f64::total_cmp);
+    Ok(Siege {
+        first_byte_ms: firsts[firsts.len() / 2],
+        rss_mib: rss,
+        rss_before_mib,
+    })
+}
+
+struct ReaderFigures {
+    mb_s: f64,
+    p99_ms: f64,
+    peak_rss_mib: f64,
+    /// Requests answered 503 (the gateway over a limit).
+    busy: usize,
+}
+
+/// `n` readers at once, each reading random 1 MiB ranges on fresh connections (about 1 GiB in
+/// all, at least 4 each): throughput, the 99th percentile of a whole range's time, and the
+/// gateway's peak resident memory meanwhile.
+fn concurrent_readers(
+    addr: std::net::SocketAddr,
+    path: &str,
+    size: u64,
+    pid: u32,
+    n: usize,
+) -> Result<ReaderFigures, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let each = (1024 / n).max(4);
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let monitor = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0.0f64;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(rss_mib(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    let start = Instant::now();
+    let workers: Vec<_> = (0..n)
+        .map(|i| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut rng = 0x2545f4914f6cdd1du64 ^ (i as u64 + 1).wrapping_mul(0x9e37);
+                let mut times = Vec::new();
+                let (mut bytes, mut busy) = (0u64, 0usize);
+                for _ in 0..each {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let offset = rng % size.saturating_sub(MIB).max(1);
+                    let t = Instant::now();
+                    match http_get(addr, &path, Some((offset, offset + MIB - 1))) {
+                        Ok((_, got)) => {
+                            bytes += got;
+                            times.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                        Err(e) if e.contains("503") => busy += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok((times, bytes, busy))
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    let (mut bytes, mut busy) = (0u64, 0usize);
+    for w in workers {
+        let (t, b, k) = w.join().map_err(|_| "a reader panicked")??;
+        times.extend(t);
+        bytes += b;
+        busy += k;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let peak = monitor.join().map_err(|_| "the monitor panicked")?;
+    times.sort_by(f64::total_cmp);
+    let p99 = times
+        .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0);
+    Ok(ReaderFigures {
+        mb_s: bytes as f64 / secs / 1e6,
+        p99_ms: p99,
+        peak_rss_mib: peak,
+        busy,
+    })
 }
 
 /// `atlas testnet up --providers 50`, left idle, then the resident memory of every process.
