@@ -219,6 +219,38 @@ fn bad_input_gets_one_clear_line() {
     assert_fails_with(&out, "atlas key gen");
 }
 
+/// Local input someone else prepared: a FIFO instead of a file is refused at once (it would block
+/// an open forever), and a link planted where decode writes its temporary file is never followed.
+#[test]
+fn hostile_local_input_is_refused_without_hanging_or_following_links() {
+    let env = Env::new();
+    let fifo = env.path("pipe.mp4");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    assert_fails_with(
+        &env.atlas(&["encode", "pipe.mp4", "--out", "e"]),
+        "not a regular file",
+    );
+    let (data, _) = env.encoded(200_000, &[]);
+    fs::rename(env.path("enc/manifest.atlas"), env.path("manifest.keep")).expect("move");
+    let made = Command::new("mkfifo")
+        .arg(env.path("enc/manifest.atlas"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    assert_fails_with(&env.atlas(&["verify", "enc"]), "not a regular file");
+    fs::remove_file(env.path("enc/manifest.atlas")).expect("rm");
+    fs::rename(env.path("manifest.keep"), env.path("enc/manifest.atlas")).expect("move back");
+    // A link where the temporary file goes, pointing at a file of the victim's.
+    fs::write(env.path("precious"), b"keep me").expect("write");
+    std::os::unix::fs::symlink(env.path("precious"), env.path(".out.bin.atlas-partial"))
+        .expect("symlink");
+    let out = env.atlas(&["decode", "enc", "--out", "out.bin"]);
+    assert!(out.status.success(), "decode: {}", stderr(&out));
+    assert_eq!(fs::read(env.path("precious")).expect("read"), b"keep me");
+    assert!(fs::read(env.path("out.bin")).expect("read") == data);
+}
+
 #[test]
 fn key_gen_refuses_to_overwrite_and_show_prints_the_same_key() {
     let env = Env::new();

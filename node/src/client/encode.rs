@@ -63,7 +63,7 @@ pub fn encode_file(
     let regular = |m: std::fs::Metadata| m.is_file();
     if !std::fs::metadata(req.file)
         .map(regular)
-        .map_err(|e| cannot("read", e))?
+        .map_err(|e| cannot("open", e))?
     {
         return Err(ClientError::Encode(format!(
             "{} is not a regular file",
