@@ -74,8 +74,16 @@ async fn serve(
                 }
                 break;
             }
-            // Before requests: a flood of them never holds a block back.
+            // Before requests: a flood of them never holds a block back. What was already
+            // queued when the block is due goes in first (a bounded drain), so a proof sent in
+            // time is not pushed into the next epoch.
             _ = tick.tick() => {
+                for _ in 0..events.len() {
+                    match events.try_recv() {
+                        Ok(event) => handle(&mut ledger, &net, &mut reads, &events, event).await?,
+                        Err(_) => break,
+                    }
+                }
                 loop {
                     let (header, answers) = ledger.cut_block().await?;
                     for (id, answer) in answers {
@@ -88,39 +96,50 @@ async fn serve(
                 }
             }
             event = events.recv() => match event {
-                Some(NetEvent::LedgerRequest { id, request, .. }) => {
-                    if let Some(read) = ledger.stored_read(&request) {
-                        while reads.len() >= MAX_READS {
-                            reads.join_next().await;
-                        }
-                        let net = net.clone();
-                        reads.spawn(async move {
-                            let answer = tokio::task::spawn_blocking(read)
-                                .await
-                                .unwrap_or_else(|e| LedgerResponse::Error(e.to_string()));
-                            let _ = net.respond(id, answer).await;
-                        });
-                        continue;
-                    }
-                    let answer = match ledger.handle(id, request) {
-                        Ok(a) => a,
-                        Err(e) => Some(LedgerResponse::Error(e.to_string())),
-                    };
-                    if let Some(answer) = answer {
-                        net.respond(id, answer).await?;
-                    }
-                    // Group commit: accepted transactions are made durable together once no
-                    // further request is waiting (or many are pending), then answered.
-                    if ledger.has_unsynced() && (events.is_empty() || ledger.unsynced.len() >= 1024) {
-                        for (id, answer) in ledger.sync_mempool().await? {
-                            net.respond(id, answer).await?;
-                        }
-                    }
-                }
-                Some(NetEvent::Header(_)) => {}
+                Some(event) => handle(&mut ledger, &net, &mut reads, &events, event).await?,
                 None => break,
             },
             Some(_) = reads.join_next(), if !reads.is_empty() => {}
+        }
+    }
+    Ok(())
+}
+
+/// Answers one request: a database read off the task, the rest from the sequencer; then makes
+/// accepted transactions durable together once no further request waits (or many are pending).
+async fn handle(
+    ledger: &mut Ledger,
+    net: &NetHandle,
+    reads: &mut tokio::task::JoinSet<()>,
+    events: &mpsc::Receiver<NetEvent>,
+    event: NetEvent,
+) -> Result<()> {
+    let NetEvent::LedgerRequest { id, request, .. } = event else {
+        return Ok(());
+    };
+    if let Some(read) = ledger.stored_read(&request) {
+        while reads.len() >= MAX_READS {
+            reads.join_next().await;
+        }
+        let net = net.clone();
+        reads.spawn(async move {
+            let answer = tokio::task::spawn_blocking(read)
+                .await
+                .unwrap_or_else(|e| LedgerResponse::Error(e.to_string()));
+            let _ = net.respond(id, answer).await;
+        });
+        return Ok(());
+    }
+    let answer = match ledger.handle(id, request) {
+        Ok(a) => a,
+        Err(e) => Some(LedgerResponse::Error(e.to_string())),
+    };
+    if let Some(answer) = answer {
+        net.respond(id, answer).await?;
+    }
+    if ledger.has_unsynced() && (events.is_empty() || ledger.unsynced.len() >= 1024) {
+        for (id, answer) in ledger.sync_mempool().await? {
+            net.respond(id, answer).await?;
         }
     }
     Ok(())
