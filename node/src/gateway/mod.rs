@@ -294,7 +294,7 @@ impl Gateway {
         }
         let result = match path.as_str() {
             "/" | "/index.html" => self.page().await,
-            "/metrics" => Ok(crate::metrics::openmetrics(&self.registry)),
+            "/metrics" => Ok(crate::metrics::answer(&req, &self.registry)),
             p => match p.strip_prefix("/v1/objects/") {
                 Some(id) => {
                     let range = req
