@@ -27,7 +27,7 @@ const HOLDERS_TTL: Duration = Duration::from_secs(10);
 /// Objects kept at most; the least recently looked up go first.
 const MAX_OBJECTS: usize = 1024;
 /// Readers kept open per object between requests (their streams to the holders stay up).
-const POOLED_READERS: usize = 4;
+const POOLED_READERS: usize = 8;
 /// The most bytes decoded as one piece of a response (less when a stripe is smaller).
 const MAX_PIECE: u64 = 4 << 20;
 
@@ -163,19 +163,9 @@ impl Gateway {
         bytes: Range<u64>,
         activity: &Arc<Activity>,
     ) -> Result<Body, GatewayError> {
-        let pooled = object
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let reader = match pooled {
-            Some(r) => r,
-            None => ObjectReader::new(&self.net, object.manifest.clone(), object.holders.clone())?,
-        };
         let mut pieces = Pieces {
             gw: self.clone(),
             object,
-            reader: Some(reader),
             next: bytes.start,
             end: bytes.end,
             activity: activity.clone(),
@@ -202,11 +192,12 @@ impl Gateway {
     }
 }
 
-/// The rest of one response: the next byte to send and the reader that decodes it.
+/// The rest of one response: the next byte to send. A reader (and its streams to the
+/// holders) is taken from the object's pool only while a piece decodes, so readers and streams
+/// are bounded by the decoders, not by the clients.
 struct Pieces {
     gw: Arc<Gateway>,
     object: Arc<Object>,
-    reader: Option<ObjectReader>,
     next: u64,
     end: u64,
     activity: Arc<Activity>,
@@ -217,17 +208,6 @@ impl Pieces {
     /// is room for it in the buffer and a decoder is free; `None` when the range is sent.
     async fn next_piece(&mut self) -> Option<Result<Bytes, GatewayError>> {
         if self.next >= self.end {
-            // The whole range went out: the reader serves the object's next request.
-            if let Some(reader) = self.reader.take() {
-                let mut readers = self
-                    .object
-                    .readers
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if readers.len() < POOLED_READERS {
-                    readers.push(reader);
-                }
-            }
             return None;
         }
         let _working = self.activity.working();
@@ -242,7 +222,6 @@ impl Pieces {
             self.next = piece_end;
         } else {
             self.next = self.end;
-            self.reader = None;
         }
         Some(result)
     }
@@ -250,10 +229,20 @@ impl Pieces {
     async fn decode(&mut self, range: Range<u64>, len: usize) -> Result<Bytes, GatewayError> {
         let room = self.gw.budget.bytes(len).await?;
         let decoder = self.gw.budget.decoder().await?;
-        let mut reader = self
-            .reader
-            .take()
-            .ok_or_else(|| GatewayError::Read("the read failed earlier".into()))?;
+        let pooled = self
+            .object
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut reader = match pooled {
+            Some(r) => r,
+            None => ObjectReader::new(
+                &self.gw.net,
+                self.object.manifest.clone(),
+                self.object.holders.clone(),
+            )?,
+        };
         let (reader, result) = tokio::task::spawn_blocking(move || {
             let mut buf = Vec::with_capacity(len);
             let result = reader.read_range(range, &mut buf, &mut |_| {});
@@ -264,7 +253,15 @@ impl Pieces {
         .map_err(|e| GatewayError::Read(e.to_string()))?;
         match result {
             Ok((buf, report)) => {
-                self.reader = Some(reader);
+                let mut readers = self
+                    .object
+                    .readers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if readers.len() < POOLED_READERS {
+                    readers.push(reader);
+                }
+                drop(readers);
                 self.gw.metrics.bytes.inc_by(report.stats.bytes_written);
                 self.gw
                     .metrics
