@@ -372,11 +372,20 @@ fn a_newcomer_starts_a_testnet_pins_a_video_and_watches_it_in_a_browser() {
             .trim_end_matches("/metrics")
             .parse()
             .expect("port");
-        let (code, _, body) = http(port, "GET", "/metrics", &[], None);
+        // OpenMetrics to a scraper that asks for it, the classic text format otherwise.
+        let accept = [("Accept", "application/openmetrics-text; version=1.0.0")];
+        let (code, _, body) = http(port, "GET", "/metrics", &accept, None);
         assert_eq!(code, 200, "{url}");
         assert!(
             String::from_utf8_lossy(&body).contains("# EOF"),
             "{url} serves OpenMetrics"
+        );
+        let (code, _, body) = http(port, "GET", "/metrics", &[], None);
+        assert_eq!(code, 200, "{url}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("# EOF") && text.contains("_total counter"),
+            "{url} serves the classic text format"
         );
     }
 
