@@ -851,6 +851,27 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// The gateway's open connections, from its metrics (this request's own connection included).
+fn gateway_connections(addr: std::net::SocketAddr) -> Result<f64, String> {
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("atlas_gateway_connections ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0))
+}
+
 struct Siege {
     first_byte_ms: f64,
     /// Of the 20 normal requests, those answered 503.
@@ -880,8 +901,13 @@ fn gateway_siege(
         s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
         hostile.push(s);
     }
-    // Let the stalled readers' first pieces reach their sockets.
-    std::thread::sleep(Duration::from_secs(2));
+    // Measure once the gateway holds every one of them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway_connections(addr)? < 1000.0 {
+        if Instant::now() > deadline {
+            return Err("the gateway did not take the 1000 hostile connections".into());
+        }
+    }
     let mut firsts = Vec::new();
     let mut busy = 0;
     let mut rng = 0x9e3779b97f4a7c15u64;
