@@ -399,6 +399,22 @@ pub fn stop(member: &Member, grace: Duration) -> Stopped {
     outcome
 }
 
+/// Kills `member` at once with SIGKILL and waits until it is gone, as a crash would end it.
+pub fn kill(member: &Member) -> Stopped {
+    let Some(pid) = running_pid(member) else {
+        let _ = fs::remove_file(member.home.join(PID_FILE));
+        return Stopped::NotRunning;
+    };
+    signal(pid, libc::SIGKILL);
+    // The kernel ends a killed process promptly; its parent (not us) reaps it, so wait until it
+    // is no longer a live process rather than for an exit status.
+    while alive(pid) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = fs::remove_file(member.home.join(PID_FILE));
+    Stopped::Killed
+}
+
 /// Sends `sig` to `pid`.
 pub fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours; callers check with

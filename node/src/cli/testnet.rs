@@ -1,4 +1,5 @@
-//! `atlas testnet up|status|down`: a local multi-node network on loopback, one process per node.
+//! `atlas testnet up|status|down|kill`: a local multi-node network on loopback, one process per
+//! node.
 
 use super::Context;
 use crate::config::defaults;
@@ -23,8 +24,30 @@ pub enum TestnetCommand {
     Up(UpArgs),
     /// Each process of the testnet: running or not, its address, metrics URL and memory.
     Status(DirArgs),
-    /// Stop every process of the testnet. Nothing is lost: `up` resumes the same chain and slots.
-    Down(DirArgs),
+    /// Stop every process of the testnet, or the named ones. Nothing is lost: `up` resumes the
+    /// same chain and slots.
+    Down(DownArgs),
+    /// Kill named processes at once with SIGKILL, as a crash or a power cut would, to watch the
+    /// network recover (`up NAME` brings one back).
+    Kill(KillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Stop only these members (`ledger`, `gateway`, `provider-03`, ...) [default: all].
+    #[arg(value_name = "NAME")]
+    pub only: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Members to kill (`ledger`, `gateway`, `provider-03`, ...).
+    #[arg(value_name = "NAME", required = true)]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +80,28 @@ pub struct UpArgs {
     /// How long to wait for every process to come up.
     #[arg(long, default_value = "120s", value_parser = crate::config::units::parse_duration)]
     pub timeout: Duration,
+    /// Start only these members (`ledger`, `gateway`, `provider-03`, ...), say after `kill`;
+    /// the others are left as they are [default: every member that is not running].
+    #[arg(value_name = "NAME")]
+    pub only: Vec<String>,
+}
+
+/// The members named in `only` (all of them when it is empty); an unknown name is an error that
+/// lists the known ones.
+fn chosen<'a>(members: &'a [Member], only: &[String]) -> Result<Vec<&'a Member>> {
+    if only.is_empty() {
+        return Ok(members.iter().collect());
+    }
+    for name in only {
+        if !members.iter().any(|m| &m.name == name) {
+            let known: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            bail!(
+                "this testnet has no member {name:?}; its members are {}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(members.iter().filter(|m| only.contains(&m.name)).collect())
 }
 
 pub fn run(ctx: &Context, cmd: TestnetCommand) -> Result<()> {
@@ -64,6 +109,7 @@ pub fn run(ctx: &Context, cmd: TestnetCommand) -> Result<()> {
         TestnetCommand::Up(args) => up(ctx, args),
         TestnetCommand::Status(args) => status(ctx, args),
         TestnetCommand::Down(args) => down(ctx, args),
+        TestnetCommand::Kill(args) => kill(ctx, args),
     }
 }
 
@@ -176,12 +222,17 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
     t.save()?;
     let exe = std::env::current_exe().context("cannot find the atlas binary to start")?;
     let members = t.members();
+    let wanted: Vec<String> = chosen(&members, &args.only)?
+        .into_iter()
+        .map(|m| m.name.clone())
+        .collect();
+    let wanted = |m: &Member| wanted.contains(&m.name);
 
     // Ports of members to start must be free: say which are taken, and by whom if it is ours.
     let mut taken = Vec::new();
     for m in members
         .iter()
-        .filter(|m| atlas_testnet::running_pid(m).is_none())
+        .filter(|m| wanted(m) && atlas_testnet::running_pid(m).is_none())
     {
         for port in m.p2p_port.into_iter().chain([m.http_port]) {
             if !atlas_testnet::port_free(port) {
@@ -201,7 +252,7 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
     let creator = creator_home.load_or_generate_key()?;
     let mut started = 0;
     let mut start = |m: &Member, env: &[(&str, &str)], extra: &[String]| -> Result<()> {
-        if atlas_testnet::running_pid(m).is_some() {
+        if !wanted(m) || atlas_testnet::running_pid(m).is_some() {
             return Ok(());
         }
         let mut a = m.args(&t.plan);
@@ -216,6 +267,9 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
     // The ledger first: everyone else needs it.
     let ledger = &members[0];
     start(ledger, &[], &[])?;
+    if !wanted(ledger) && atlas_testnet::running_pid(ledger).is_none() {
+        bail!("the ledger is not running; start it too (`atlas testnet up ledger ...`)");
+    }
     if !atlas_testnet::wait_for_port(ledger.p2p_port.expect("listens"), left(), || {
         atlas_testnet::running_pid(ledger).is_some()
     }) {
@@ -230,7 +284,7 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
     let mut provider_keys = Vec::new();
     for m in members
         .iter()
-        .filter(|m| matches!(m.role, Role::Provider(_)))
+        .filter(|m| matches!(m.role, Role::Provider(_)) && wanted(m))
     {
         provider_keys.push((
             m,
@@ -303,9 +357,11 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
         &[("ATLAS_LEDGER", &ledger_addr)],
         &["--creator".into(), creator.public().to_string()],
     )?;
-    if !atlas_testnet::wait_for_port(gateway.http_port, left(), || {
-        atlas_testnet::running_pid(gateway).is_some()
-    }) {
+    if wanted(gateway)
+        && !atlas_testnet::wait_for_port(gateway.http_port, left(), || {
+            atlas_testnet::running_pid(gateway).is_some()
+        })
+    {
         bail!(
             "the gateway did not come up; see {}",
             gateway.log_path().display()
@@ -431,13 +487,15 @@ fn status(ctx: &Context, args: DirArgs) -> Result<()> {
     Ok(())
 }
 
-fn down(ctx: &Context, args: DirArgs) -> Result<()> {
-    let t = load(&args)?;
+fn down(ctx: &Context, args: DownArgs) -> Result<()> {
+    let t = load(&args.dir)?;
     let members = t.members();
+    let chosen = chosen(&members, &args.only)?;
     // The gateway and providers first (in parallel: each gets its grace period), the ledger last,
     // so nobody is left talking to a ledger that is gone.
     let grace = Duration::from_secs(30);
-    let (ledger, rest) = members.split_first().expect("planned");
+    let (ledger, rest): (Vec<&Member>, Vec<&Member>) =
+        chosen.into_iter().partition(|m| m.role == Role::Ledger);
     let outcomes: Vec<(String, Stopped)> = std::thread::scope(|s| {
         let handles: Vec<_> = rest
             .iter()
@@ -449,7 +507,9 @@ fn down(ctx: &Context, args: DirArgs) -> Result<()> {
             .collect()
     });
     let mut all = outcomes;
-    all.push((ledger.name.clone(), atlas_testnet::stop(ledger, grace)));
+    for ledger in ledger {
+        all.push((ledger.name.clone(), atlas_testnet::stop(ledger, grace)));
+    }
     let stopped = all.iter().filter(|(_, o)| *o == Stopped::Clean).count();
     let killed: Vec<&str> = all
         .iter()
@@ -465,16 +525,57 @@ fn down(ctx: &Context, args: DirArgs) -> Result<()> {
         }));
         return Ok(());
     }
-    println!(
-        "testnet in {} is down: {stopped} processes stopped cleanly; data kept (`atlas testnet up --dir {}` resumes)",
-        t.dir.display(),
-        t.dir.display()
-    );
+    if args.only.is_empty() {
+        println!(
+            "testnet in {} is down: {stopped} processes stopped cleanly; data kept (`atlas testnet up --dir {}` resumes)",
+            t.dir.display(),
+            t.dir.display()
+        );
+    } else {
+        println!(
+            "stopped {} in {} ({stopped} cleanly); data kept (`atlas testnet up --dir {} NAME` restarts one)",
+            args.only.join(", "),
+            t.dir.display(),
+            t.dir.display()
+        );
+    }
     if !killed.is_empty() {
         eprintln!(
             "warning: {} ignored the shutdown signal for {grace:?} and were killed",
             killed.join(", ")
         );
+    }
+    Ok(())
+}
+
+fn kill(ctx: &Context, args: KillArgs) -> Result<()> {
+    let t = load(&args.dir)?;
+    let members = t.members();
+    let mut killed = Vec::new();
+    let mut not_running = Vec::new();
+    for m in chosen(&members, &args.only)? {
+        match atlas_testnet::kill(m) {
+            Stopped::NotRunning => not_running.push(m.name.as_str()),
+            _ => killed.push(m.name.as_str()),
+        }
+    }
+    if ctx.json {
+        ctx.print_json(&json!({
+            "dir": t.dir,
+            "killed": killed,
+            "not_running": not_running,
+        }));
+        return Ok(());
+    }
+    if !killed.is_empty() {
+        println!(
+            "killed {} (SIGKILL); `atlas testnet up --dir {} NAME` restarts one",
+            killed.join(", "),
+            t.dir.display()
+        );
+    }
+    if !not_running.is_empty() {
+        println!("not running: {}", not_running.join(", "));
     }
     Ok(())
 }
