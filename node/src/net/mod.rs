@@ -48,6 +48,10 @@ type Result<T, E = NetError> = std::result::Result<T, E>;
 
 /// How long a ledger request may take before it fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// QUIC keep-alive and idle timeout: how soon a connection to a peer that vanished is closed.
+const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(1);
+const QUIC_IDLE: Duration = Duration::from_secs(3);
 const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 256;
 
@@ -241,7 +245,14 @@ pub async fn start(
             },
         )
         .map_err(|e| NetError::Setup(format!("TCP: {e}")))?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            // A peer that died without closing (kill -9, power cut) sends no more UDP: the
+            // connection is known dead after QUIC_IDLE rather than quinn's 10 s default, so
+            // requests stop going into it and the peer is dialled again.
+            c.keep_alive_interval = QUIC_KEEP_ALIVE;
+            c.max_idle_timeout = QUIC_IDLE.as_millis() as u32;
+            c
+        })
         .with_bandwidth_metrics(registry)
         .with_behaviour(
             |key| -> std::result::Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
