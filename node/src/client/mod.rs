@@ -53,6 +53,8 @@ pub enum ClientError {
     },
     #[error("the holder {0}")]
     BadHolder(String),
+    #[error("the provider is over a limit (streams or bytes in flight); try again later")]
+    ProviderBusy,
     #[error("slots {0:?} were uploaded but not accepted on the ledger within 2 minutes")]
     NotAccepted(Vec<usize>),
     #[error(

@@ -26,6 +26,16 @@ const UPLOAD_WINDOW: usize = 8;
 /// How long providers may take to accept their slots once the bytes are sent.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long an upload to a provider that dropped (crashed, restarted, lost its connection) keeps
+/// trying to resume before the pin fails. Each time the provider acknowledges a shard, the
+/// window starts again.
+const RESUME_WINDOW: Duration = Duration::from_secs(90);
+
+/// First wait before reconnecting to a provider that dropped an upload; it doubles up to
+/// `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// The providers that can hold a slot of `slot_len` at no more than `max_price`, best first:
 /// cheapest, then most free space. Fails if fewer than `n` qualify.
 pub fn choose_providers(
@@ -60,6 +70,8 @@ pub fn choose_providers(
 pub struct Quote {
     /// The providers that answered, one per slot, with their open shard streams.
     chosen: Vec<(PublicKey, Provider, libp2p::Stream)>,
+    /// The network the streams are on, to open them again if a provider drops.
+    net: NetHandle,
     /// Sum of the chosen providers' prices for one slot for one epoch.
     pub per_epoch: u128,
 }
@@ -114,17 +126,93 @@ pub async fn quote(
         .iter()
         .map(|(_, p, _)| Escrow::slot_price(p.price, layout.slot_len()))
         .sum();
-    Ok(Quote { chosen, per_epoch })
+    Ok(Quote {
+        chosen,
+        per_epoch,
+        net: net.clone(),
+    })
 }
 
-/// Streams every shard of slot `slot` from the encoded directory to its provider over `stream`.
-pub async fn upload_slot(
+/// True for a failure that another stream to the same provider may not meet: the connection or
+/// stream broke (a crash, a restart), or the provider was over a limit. A refusal of the bytes
+/// themselves, or a provider that answers nonsense, is final.
+fn resumable(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Io(_)
+            | ClientError::Net(_)
+            | ClientError::Stream { .. }
+            | ClientError::Wire(_)
+            | ClientError::ProviderBusy
+    )
+}
+
+/// Uploads slot `slot` to `provider`, starting on `stream`. If the provider drops the upload
+/// (it crashed and restarted, say), opens a new stream once it answers again and resumes at
+/// the first shard it had not acknowledged (shards it stored are durable, and one sent twice
+/// is stored once). Gives up after [`RESUME_WINDOW`] without an acknowledgement.
+#[allow(clippy::too_many_arguments)]
+async fn upload_resuming(
+    net: &NetHandle,
+    provider: &Provider,
     dir: &Path,
     manifest: &VerifiedManifest,
     deal: DealId,
     slot: u16,
     stream: libp2p::Stream,
     sent: Arc<AtomicU64>,
+) -> Result<()> {
+    let acked = AtomicU64::new(0);
+    let mut stream = Some(stream);
+    let mut wait = RETRY_FIRST;
+    let mut progress_at = (tokio::time::Instant::now(), 0);
+    loop {
+        let outcome = match stream.take() {
+            Some(s) => upload_slot(dir, manifest, deal, slot, s, &acked, &sent).await,
+            None => {
+                match tokio::time::timeout(PROBE_TIMEOUT, open_shard_stream(net, provider)).await {
+                    Ok(Ok((_, s))) => {
+                        stream = Some(s);
+                        continue;
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ClientError::Stream {
+                        peer: "the provider".into(),
+                        reason: "did not answer in time".into(),
+                    }),
+                }
+            }
+        };
+        let e = match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) if !resumable(&e) => return Err(e),
+            Err(e) => e,
+        };
+        let now = tokio::time::Instant::now();
+        let done = acked.load(Ordering::Relaxed);
+        if done != progress_at.1 {
+            progress_at = (now, done);
+            wait = RETRY_FIRST;
+        }
+        if now.duration_since(progress_at.0) > RESUME_WINDOW {
+            return Err(e);
+        }
+        tracing::info!(slot, acked = done, error = %e, retry_in = ?wait, "upload dropped; resuming");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MAX);
+    }
+}
+
+/// Streams the shards of slot `slot` from the encoded directory to its provider over `stream`,
+/// from shard `acked` on; `acked` counts the shards acknowledged and `sent` their bytes.
+pub async fn upload_slot(
+    dir: &Path,
+    manifest: &VerifiedManifest,
+    deal: DealId,
+    slot: u16,
+    stream: libp2p::Stream,
+    acked: &AtomicU64,
+    sent: &AtomicU64,
 ) -> Result<()> {
     let layout = manifest.layout();
     let c = layout.shard_size();
@@ -133,6 +221,8 @@ pub async fn upload_slot(
     let ob_bytes = tokio::fs::read(slot_dir::outboard_path(dir, slot as usize)).await?;
     let outboard = Outboard::from_bytes(shape, &ob_bytes)?;
     let mut data = tokio::fs::File::open(slot_dir::data_path(dir, slot as usize)).await?;
+    let from = acked.load(Ordering::Relaxed);
+    tokio::io::AsyncSeekExt::seek(&mut data, std::io::SeekFrom::Start(from * c)).await?;
     let (mut rd, mut wr) = futures::AsyncReadExt::split(stream);
     // Up to UPLOAD_WINDOW shards are in flight: the provider verifies and stores one while the
     // next ones travel. The channel carries the stripes sent and not yet acknowledged.
@@ -141,7 +231,7 @@ pub async fn upload_slot(
     let writer = async move {
         use tokio::io::AsyncReadExt as _;
         let mut buf = vec![0u8; c as usize];
-        for stripe in 0..stripes {
+        for stripe in from..stripes {
             data.read_exact(&mut buf).await?;
             let siblings = if level == shape.height() {
                 Vec::new()
@@ -172,6 +262,7 @@ pub async fn upload_slot(
         while let Some(stripe) = acks.recv().await {
             match shard::read_response(&mut rd).await? {
                 ShardResponse::Stored { .. } => {}
+                ShardResponse::Busy => return Err(ClientError::ProviderBusy),
                 ShardResponse::Error(reason) => {
                     return Err(ClientError::ShardRefused {
                         slot,
@@ -185,6 +276,7 @@ pub async fn upload_slot(
                     )))
                 }
             }
+            acked.fetch_add(1, Ordering::Relaxed);
             sent.fetch_add(c, Ordering::Relaxed);
         }
         Ok(())
@@ -209,7 +301,7 @@ pub async fn pin(
     let manifest = slot_dir.manifest().clone();
     let layout = manifest.layout();
     let n = layout.total_shards();
-    let chosen = quote.chosen;
+    let (chosen, net) = (quote.chosen, quote.net);
     // The deal id comes from the nonce of the transaction that was included (a retry after a
     // nonce race signs again with a newer one).
     let sent = ledger
@@ -228,12 +320,19 @@ pub async fn pin(
     let total = layout.slot_len() * n as u64;
     let done = Arc::new(AtomicU64::new(0));
     let mut uploads = tokio::task::JoinSet::new();
-    for (j, (_, _, stream)) in chosen.into_iter().enumerate() {
-        let (dir, manifest, done) = (dir.to_path_buf(), manifest.clone(), done.clone());
+    for (j, (_, provider, stream)) in chosen.into_iter().enumerate() {
+        let (dir, manifest, done, net) = (
+            dir.to_path_buf(),
+            manifest.clone(),
+            done.clone(),
+            net.clone(),
+        );
         uploads.spawn(async move {
-            upload_slot(&dir, &manifest, deal, j as u16, stream, done)
-                .await
-                .map_err(|e| (j, e))
+            upload_resuming(
+                &net, &provider, &dir, &manifest, deal, j as u16, stream, done,
+            )
+            .await
+            .map_err(|e| (j, e))
         });
     }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
