@@ -119,7 +119,7 @@ pub struct LsArgs {
     pub ledger: super::LedgerArg,
 }
 
-fn slot_state(s: &SlotStatus) -> String {
+pub(super) fn slot_state(s: &SlotStatus) -> String {
     match s {
         SlotStatus::Pending { claimed: false, .. } => "pending".into(),
         SlotStatus::Pending { claimed: true, .. } => "repairing".into(),

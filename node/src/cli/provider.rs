@@ -1,4 +1,4 @@
-//! `atlas provider run`.
+//! `atlas provider run|status|exit`.
 
 use super::Context;
 use crate::config::defaults;
@@ -16,6 +16,12 @@ use tokio_util::sync::CancellationToken;
 pub enum ProviderCommand {
     /// Offer storage: register, take slots, prove every epoch, serve reads.
     Run(RunArgs),
+    /// What this provider holds: its registration, its slots on the ledger, and the slots its
+    /// scrubber found damaged and handed back. Works whether or not the provider runs.
+    Status {
+        #[command(flatten)]
+        ledger: super::LedgerArg,
+    },
     /// Leave gracefully: take no new slots; after the notice period the held slots are handed over
     /// for repair without slashing and the collateral comes back.
     Exit {
@@ -60,6 +66,7 @@ pub fn run(ctx: &Context, cmd: ProviderCommand) -> Result<()> {
     let args = match cmd {
         ProviderCommand::Run(args) => args,
         ProviderCommand::Exit { ledger } => return exit(ctx, ledger),
+        ProviderCommand::Status { ledger } => return status(ctx, ledger),
     };
     crate::init_logging("info,libp2p_swarm=warn,libp2p_kad=error");
     let home = ctx.home()?;
@@ -127,4 +134,141 @@ fn exit(ctx: &Context, ledger: super::LedgerArg) -> Result<()> {
         }
         Ok(())
     })
+}
+
+fn status(ctx: &Context, ledger: super::LedgerArg) -> Result<()> {
+    use crate::config::units::format_size;
+    use atlas_protocol::escrow::SlotStatus;
+    use atlas_protocol::wire::DealQuery;
+    let home = ctx.home()?;
+    let key = home.load_key()?;
+    let me = key.public();
+    let damaged = crate::provider::damage::read(&home.root().join("slots"))
+        .map_err(|e| anyhow::anyhow!("reading the record of damaged slots: {e}"))?;
+    let addr = ledger.addr()?;
+    let (registered, held, epoch) = super::runtime()?.block_on(async move {
+        let client = crate::ledger::LedgerClient::connect(&key, addr).await?;
+        let registered = client.provider(&me).await?;
+        let held = client.deals(DealQuery::HeldBy(me)).await?;
+        let epoch = client.status().await?.epoch;
+        anyhow::Ok((registered, held, epoch))
+    })?;
+    let mut slots = Vec::new();
+    for (id, d) in &held {
+        for (j, s) in d.slots.iter().enumerate() {
+            if s.holder == Some(me) {
+                slots.push((*id, d.terms.object, j, s.clone(), d.terms.slot_len));
+            }
+        }
+    }
+    let count = |f: fn(&SlotStatus) -> bool| slots.iter().filter(|s| f(&s.3.status)).count();
+    let active = count(|s| matches!(s, SlotStatus::Active { misses: 0 }));
+    let missing = count(|s| matches!(s, SlotStatus::Active { misses } if *misses > 0));
+    let pending = count(|s| matches!(s, SlotStatus::Pending { claimed: false, .. }));
+    let repairing = count(|s| matches!(s, SlotStatus::Pending { claimed: true, .. }));
+    if ctx.json {
+        ctx.print_json(&serde_json::json!({
+            "provider": me.to_string(),
+            "epoch": epoch,
+            "registered": registered.as_ref().map(|p| serde_json::json!({
+                "capacity": p.capacity,
+                "used": p.used,
+                "price": p.price.to_string(),
+                "collateral": p.collateral.to_string(),
+                "exiting_since": p.exiting_since,
+            })),
+            "slots": slots.iter().map(|(id, object, j, s, len)| serde_json::json!({
+                "deal_id": id.to_string(),
+                "object_id": object.to_string(),
+                "slot": j,
+                "len": len,
+                "state": super::creator::slot_state(&s.status),
+                "misses": s.total_misses,
+                "proven_epoch": s.proven,
+            })).collect::<Vec<_>>(),
+            "damaged": damaged,
+        }));
+        return Ok(());
+    }
+    println!("provider {me}");
+    match &registered {
+        Some(p) => {
+            println!(
+                "ledger   registered at price {} per GiB-epoch; {} of {} taken; free collateral {}",
+                p.price,
+                format_size(p.used),
+                format_size(p.capacity),
+                p.collateral
+            );
+            if let Some(e) = p.exiting_since {
+                println!("         exiting since epoch {e}");
+            }
+        }
+        None => println!("ledger   not registered (start it with `atlas provider run`)"),
+    }
+    println!(
+        "slots    {active} proving, {missing} missing proofs, {pending} waiting for bytes, {repairing} being repaired here (epoch {epoch})"
+    );
+    for (id, object, j, s, len) in &slots {
+        println!(
+            "         {} slot {j:<3} of object {}  {:<11} {:>9}  misses {}",
+            id.short(),
+            object.short(),
+            super::creator::slot_state(&s.status),
+            format_size(*len),
+            s.total_misses
+        );
+    }
+    if damaged.is_empty() {
+        println!("damage   none found by the scrubber");
+    } else {
+        println!(
+            "damage   {} slot(s) found damaged, deleted and handed back for repair:",
+            damaged.len()
+        );
+        for d in damaged.iter().rev().take(20) {
+            let short = d.object.get(..12).unwrap_or(&d.object);
+            println!(
+                "         {}  object {short} slot {}: {}",
+                format_time(d.at_ms),
+                d.slot,
+                d.why
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for a time in milliseconds since the Unix epoch.
+fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_are_civil_dates() {
+        assert_eq!(super::format_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            super::format_time(1_796_256_000_000 + 3_723_000),
+            "2026-12-03 01:02:03 UTC"
+        );
+    }
 }

@@ -18,6 +18,8 @@ pub(crate) struct ProviderMetrics {
     pub streams_refused: Counter,
     pub scrubbed_bytes: Counter,
     pub damaged_slots: Counter,
+    pub repairs_running: Gauge,
+    pub repaired_slots: Counter,
 }
 
 impl ProviderMetrics {
@@ -69,6 +71,16 @@ impl ProviderMetrics {
             "damaged_slots",
             "Slots found damaged (unreadable, wrong length or not verifying), deleted and handed back for repair",
             m.damaged_slots.clone(),
+        );
+        r.register(
+            "repairs_running",
+            "Claimed slots being rebuilt here now",
+            m.repairs_running.clone(),
+        );
+        r.register(
+            "repaired_slots",
+            "Claimed slots rebuilt, stored and accepted",
+            m.repaired_slots.clone(),
         );
         r.register(
             "balance_tokens",

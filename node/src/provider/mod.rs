@@ -19,6 +19,7 @@
 //! what they queued is sent; then the store thread, once its queued jobs are done (its directory
 //! is then free); the network last, since the submitter talks through it.
 
+pub mod damage;
 pub mod gc;
 mod metrics;
 pub mod prove;
@@ -179,6 +180,13 @@ impl Provider {
                     source,
                 }
             })?;
+        let stale = repair::remove_scratch(store.dir());
+        if stale > 0 {
+            tracing::info!(
+                files = stale,
+                "removed half-written rebuilds left by a crash"
+            );
+        }
         let network = CancellationToken::new();
         let (net, _events, net_task) = net::start(
             &key,

@@ -12,12 +12,37 @@ use atlas_protocol::tree::{group_cvs, Outboard, TreeShape};
 use atlas_protocol::wire::DealQuery;
 use atlas_protocol::DealId;
 use atlas_storage::SlotKey;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How long a candidate holder may take to answer before a repairer counts it as down.
 const HOLDER_PROBE: Duration = Duration::from_secs(5);
+
+/// A rebuild is written to `repair-DEAL-SLOT.tmp` in the store's folder, then imported.
+const SCRATCH_PREFIX: &str = "repair-";
+const SCRATCH_SUFFIX: &str = ".tmp";
+
+/// Removes rebuilds a killed process left half-written in `dir`; an unfinished claim is rebuilt
+/// from the start. Returns how many it removed.
+pub(super) fn remove_scratch(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(SCRATCH_PREFIX)
+            && name.ends_with(SCRATCH_SUFFIX)
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
 
 /// Claims freed slots it can hold and rebuilds them from the other holders. Returns how many
 /// slots it repaired.
@@ -27,8 +52,8 @@ pub async fn round(provider: &Provider) -> Result<usize> {
         Some(p) if p.exiting_since.is_none() => {}
         _ => return Ok(0), // not registered, or leaving: takes nothing new
     }
+    let mut repaired = resume_claims(provider).await?;
     let deals = provider.ledger.deals(DealQuery::Repairable).await?;
-    let mut repaired = 0;
     for (id, deal) in deals {
         let (object, specs) = deal_specs(&deal)?;
         let Some(slot) = deal
@@ -75,19 +100,80 @@ pub async fn round(provider: &Provider) -> Result<usize> {
             continue;
         }
         tracing::info!(deal = %id.short(), slot, "claimed a freed slot; rebuilding it");
-        match rebuild(provider, id, &deal, slot, holders).await {
-            Ok(()) => {
-                provider
-                    .submitter
-                    .enqueue(TxBody::AcceptSlot {
-                        deal: id,
-                        slot: slot as u16,
-                    })
-                    .await?;
-                tracing::info!(deal = %id.short(), slot, "repaired slot accepted");
-                repaired += 1;
+        if finish(provider, id, &deal, slot, holders).await? {
+            repaired += 1;
+        }
+    }
+    Ok(repaired)
+}
+
+/// Rebuilds the slot and accepts it; false if the rebuild failed (the claim stays this
+/// provider's, and the next round tries again while its deadline lasts).
+async fn finish(
+    provider: &Provider,
+    id: DealId,
+    deal: &Deal,
+    slot: usize,
+    holders: Vec<Option<Registered>>,
+) -> Result<bool> {
+    provider.metrics.repairs_running.inc();
+    let rebuilt = rebuild(provider, id, deal, slot, holders).await;
+    provider.metrics.repairs_running.dec();
+    match rebuilt {
+        Ok(()) => {
+            provider
+                .submitter
+                .enqueue(TxBody::AcceptSlot {
+                    deal: id,
+                    slot: slot as u16,
+                })
+                .await?;
+            provider.metrics.repaired_slots.inc();
+            tracing::info!(deal = %id.short(), slot, "repaired slot accepted");
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(deal = %id.short(), slot, error = %e, "repair failed");
+            Ok(false)
+        }
+    }
+}
+
+/// Claims this provider won and has not finished (it was killed mid-rebuild, say, or a rebuild
+/// failed) are rebuilt again while their deadline lasts: a claim never delivered forfeits
+/// collateral. A slot already whole in the store is left to the prover, which accepts it.
+async fn resume_claims(provider: &Provider) -> Result<usize> {
+    let me = provider.key.public();
+    let mut claims = Vec::new();
+    for (id, deal) in provider.ledger.deals(DealQuery::HeldBy(me)).await? {
+        for (j, s) in deal.slots.iter().enumerate() {
+            if s.holder == Some(me) && matches!(s.status, SlotStatus::Pending { claimed: true, .. })
+            {
+                let (object, _) = deal_specs(&deal)?;
+                claims.push((id, deal.clone(), j, SlotKey::new(object, j as u16)));
             }
-            Err(e) => tracing::warn!(deal = %id.short(), slot, error = %e, "repair failed"),
+        }
+    }
+    if claims.is_empty() {
+        return Ok(0);
+    }
+    let whole = provider
+        .store
+        .complete(claims.iter().map(|c| c.3).collect())
+        .await?;
+    let mut repaired = 0;
+    for ((id, deal, slot, key), whole) in claims.into_iter().zip(whole) {
+        if whole {
+            continue;
+        }
+        let live = live_deals_of(&*provider.ledger, &key.object).await?;
+        let mut holders = holders_among(&*provider.ledger, &live).await?;
+        if let Some(own) = holders.get_mut(slot) {
+            *own = None;
+        }
+        tracing::info!(deal = %id.short(), slot, "resuming an unfinished repair");
+        if finish(provider, id, &deal, slot, holders).await? {
+            repaired += 1;
         }
     }
     Ok(repaired)
@@ -116,9 +202,10 @@ async fn rebuild(
         manifest.clone(),
         holders,
     )?;
-    let scratch = provider
-        .store_dir()
-        .join(format!("repair-{}-{slot}.tmp", deal_id.short()));
+    let scratch = provider.store_dir().join(format!(
+        "{SCRATCH_PREFIX}{}-{slot}{SCRATCH_SUFFIX}",
+        deal_id.short()
+    ));
     let path = scratch.clone();
     let started = std::time::Instant::now();
     let written = tokio::task::spawn_blocking(move || -> Result<()> {

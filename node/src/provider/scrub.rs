@@ -138,6 +138,20 @@ impl Scrubber<'_> {
 async fn quarantine(provider: &Provider, key: SlotKey, why: &str) {
     provider.metrics.damaged_slots.inc();
     tracing::warn!(slot = %key, why, "slot damaged; handing it back for repair");
+    let d = super::damage::Damage {
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis() as u64),
+        object: key.object.to_string(),
+        slot: key.slot,
+        why: why.to_string(),
+    };
+    let dir = provider.store_dir().to_path_buf();
+    match tokio::task::spawn_blocking(move || super::damage::record(&dir, &d)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the damaged slot"),
+        Err(e) => tracing::warn!(error = %e, "cannot record the damaged slot"),
+    }
     let me = provider.key.public();
     let deals = match provider.ledger.deals(DealQuery::HeldBy(me)).await {
         Ok(d) => d,
