@@ -3,31 +3,14 @@
 //! playback advances), read ranges through the gateway with a holder killed, `down`, and `up`
 //! again resumes the same chain with the video still there.
 
+mod common;
+
+use common::{atlas, free_base_port, header, http, ok, Testnet};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn atlas(env: &[(&str, &Path)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run atlas")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// SIGKILLs the testnet provider (of the 6 in `dir`) whose key is `holder`.
 fn kill_holder(dir: &Path, holder: &str) {
@@ -44,17 +27,6 @@ fn kill_holder(dir: &Path, holder: &str) {
         .status()
         .expect("kill");
     assert!(killed.success());
-}
-
-/// A base port with the testnet's whole range free (ledger, gateway, 6 providers).
-fn free_base_port() -> u16 {
-    let seed = std::process::id() as u16;
-    (0..200u16)
-        .map(|i| 20_000 + (seed.wrapping_add(i * 97) % 400) * 100)
-        .find(|&base| {
-            (base..base + 30).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        })
-        .expect("a free port range on loopback")
 }
 
 /// A real, playable H.264 video with sound: ffmpeg's test pattern.
@@ -89,95 +61,6 @@ fn make_video(path: &Path) {
         "ffmpeg: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A minimal HTTP/1.1 exchange on a fresh connection: (status, headers, body).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body.unwrap_or(""));
-    s.write_all(req.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 64 << 10];
-    let end = loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = s.read(&mut buf).expect("read");
-        assert!(
-            n > 0,
-            "the server closed the connection before a complete response head"
-        );
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let status = head[9..12].parse().expect("status code");
-    let mut body = raw[end + 4..].to_vec();
-    let length = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok());
-    let chunked = header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
-    if method == "HEAD" {
-        body.clear();
-    } else if let Some(len) = length {
-        while body.len() < len {
-            let n = s.read(&mut buf).expect("read");
-            assert!(n > 0, "the body ended after {} of {len} bytes", body.len());
-            body.extend_from_slice(&buf[..n]);
-        }
-    } else {
-        // Chunked or close-delimited: this client asked for the connection to close.
-        s.read_to_end(&mut body).expect("read");
-        if chunked {
-            body = dechunk(&body);
-        }
-    }
-    (status, head, body)
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&raw[..line_end]).expect("hex").trim(),
-            16,
-        )
-        .expect("chunk size");
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// Chromium driven over WebDriver by chromedriver.
@@ -304,26 +187,6 @@ v.play().then(() => advancePast(0, () => {
   v.currentTime = v.duration / 2;
 })).catch(e => { clearTimeout(fail); done({ error: 'play() refused: ' + e }); });
 "#;
-
-struct Testnet {
-    dir: PathBuf,
-}
-
-impl Drop for Testnet {
-    fn drop(&mut self) {
-        // Never leave processes behind, even when an assertion failed.
-        let _ = atlas(
-            &[],
-            &[
-                "testnet",
-                "down",
-                "--dir",
-                &self.dir.display().to_string(),
-                "-q",
-            ],
-        );
-    }
-}
 
 #[test]
 fn a_newcomer_starts_a_testnet_pins_a_video_and_watches_it_in_a_browser() {
