@@ -2,7 +2,7 @@
 # Fuzzes every target in fuzz/harness with libFuzzer for SECONDS each (default 60), growing the
 # corpus kept in fuzz/corpus/<target>; an input that crashes a target is saved in
 # fuzz/regressions/<target>/ (fix the cause, keep the input: `cargo test -p atlas-fuzz` replays
-# both folders on stable Rust). Needs the nightly toolchain; installs cargo-fuzz if missing.
+# both folders on stable Rust). Installs cargo-fuzz if missing.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 source "$(dirname "$0")/env.sh"
 atlas_install_deps
@@ -14,9 +14,13 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
     echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]" >&2
     exit 2
 fi
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-    echo "scripts/fuzz.sh needs the nightly toolchain (rustup toolchain install nightly)" >&2
-    exit 1
+# cargo-fuzz passes nightly-only flags (sanitizer, coverage); use nightly if installed, else
+# let the stable compiler accept them.
+if rustup run nightly rustc --version >/dev/null 2>&1; then
+    toolchain=(+nightly)
+else
+    toolchain=()
+    export RUSTC_BOOTSTRAP=1
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     say "installing cargo-fuzz 0.13.2"
@@ -35,12 +39,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR%/}-fuzz"
 for t in "${targets[@]}"; do
     say "fuzzing $t for ${seconds}s"
     mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t"
-    cargo +nightly fuzz run --fuzz-dir fuzz/harness "$t" "fuzz/corpus/$t" -- \
+    cargo "${toolchain[@]}" fuzz run --fuzz-dir fuzz/harness "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 \
         -artifact_prefix="fuzz/regressions/$t/"
     # Keep the corpus small: only inputs that add coverage.
     tmp="$(mktemp -d)"
-    cargo +nightly fuzz cmin --fuzz-dir fuzz/harness "$t" "fuzz/corpus/$t" -- -artifact_prefix="$tmp/" >/dev/null 2>&1 || true
+    cargo "${toolchain[@]}" fuzz cmin --fuzz-dir fuzz/harness "$t" "fuzz/corpus/$t" -- -artifact_prefix="$tmp/" >/dev/null 2>&1 || true
     rm -rf "$tmp"
 done
 say "corpus: $(find fuzz/corpus -type f | wc -l) inputs; regressions: $(find fuzz/regressions -type f | wc -l)"
