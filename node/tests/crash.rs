@@ -1,6 +1,7 @@
 //! Crashes, as a power cut or the OOM killer would cause them, on a testnet of real processes:
 //! providers killed with SIGKILL again and again while a video uploads to them, the ledger killed
-//! right after blocks, the provider rebuilding a lost slot killed mid-rebuild. After each, the
+//! right after blocks, the provider rebuilding a lost slot killed mid-rebuild, a slot file cut
+//! short while its holder was down. After each, the
 //! killed process comes back with `atlas testnet up NAME`, and what users care about holds: the
 //! pin completes, the video reads back identical (with two holders down), no honest provider is
 //! charged a missed proof, every token is accounted for, and every slot the ledger says a provider
@@ -17,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PROVIDERS: usize = 7;
+/// Six holders of a 4+2 object and two spares to repair it.
+const PROVIDERS: usize = 8;
 /// Slot stripes at the size pinned below: 16 MiB slots of 256 KiB shards.
 const STRIPES: f64 = 64.0;
 
@@ -70,13 +72,16 @@ impl Net {
         metric(self.base + 11 + 2 * i as u16, name).unwrap_or(0.0)
     }
 
+    /// The key of provider `i`.
+    fn key_of(&self, i: usize) -> String {
+        let out = atlas(&[("ATLAS_HOME", &self.provider_home(i))], &["key", "show"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Which provider has key `key`.
     fn provider_with_key(&self, key: &str) -> usize {
         (0..PROVIDERS)
-            .find(|&i| {
-                let out = atlas(&[("ATLAS_HOME", &self.provider_home(i))], &["key", "show"]);
-                String::from_utf8_lossy(&out.stdout).trim() == key
-            })
+            .find(|&i| self.key_of(i) == key)
             .expect("every holder is one of ours")
     }
 
@@ -248,26 +253,24 @@ fn a_network_killed_again_and_again_loses_nothing_it_acknowledged() {
         .map(|s| net.provider_with_key(s["holder"].as_str().expect("holder")))
         .collect();
     let lost = holders[0];
-    let spare = (0..PROVIDERS)
-        .find(|i| !holders.contains(i))
-        .expect("one provider holds nothing");
+    let spares: Vec<usize> = (0..PROVIDERS).filter(|i| !holders.contains(i)).collect();
+    assert_eq!(spares.len(), 2);
     net.testnet(&["kill", &format!("provider-{lost:02}")]);
-    let spare_name = format!("provider-{spare:02}");
     let rebuilding = "atlas_provider_repairs_running";
-    until(
-        "the spare to start rebuilding",
+    let spare = until(
+        "a spare to start rebuilding",
         Duration::from_secs(180),
-        || (net.provider_metric(spare, rebuilding) >= 1.0).then_some(()),
+        || {
+            spares
+                .iter()
+                .copied()
+                .find(|&i| net.provider_metric(i, rebuilding) >= 1.0)
+        },
     );
+    let spare_name = format!("provider-{spare:02}");
     net.testnet(&["kill", &spare_name]);
     net.testnet(&["up", &spare_name]);
-    let spare_key = {
-        let out = atlas(
-            &[("ATLAS_HOME", &net.provider_home(spare))],
-            &["key", "show"],
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let spare_key = net.key_of(spare);
     until(
         "the rebuilt slot to be accepted",
         Duration::from_secs(180),
@@ -281,13 +284,71 @@ fn a_network_killed_again_and_again_loses_nothing_it_acknowledged() {
         net.provider_metric(spare, "atlas_provider_repaired_slots_total") >= 1.0,
         "the restarted spare finished the rebuild it was killed in"
     );
-    // Two more holders down: the rebuilt slot is one of the four that remain to read from.
-    for &i in &holders[1..3] {
+
+    // 4. A slot file cut short behind its holder's back while it was down: at start the holder
+    //    finds it, records it, and hands the slot back at once; the other spare rebuilds it.
+    let other = spares.iter().copied().find(|&i| i != spare).expect("two");
+    let damaged = holders[1];
+    let damaged_name = format!("provider-{damaged:02}");
+    net.testnet(&["kill", &damaged_name]);
+    let data = net
+        .provider_home(damaged)
+        .join("slots")
+        .join("slots")
+        .join(format!("{id}.1.data"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .expect("the holder's slot file");
+    file.set_len(file.metadata().expect("len").len() / 2)
+        .expect("truncate");
+    drop(file);
+    net.testnet(&["up", &damaged_name]);
+    let other_key = net.key_of(other);
+    until(
+        "the damaged slot to be rebuilt elsewhere",
+        Duration::from_secs(180),
+        || {
+            let st = net.status(&id);
+            let s = &slots(&st)[1];
+            (s["holder"] == other_key.as_str() && s["state"] == "active").then_some(())
+        },
+    );
+    let status: Value = serde_json::from_str(&ok(
+        atlas(
+            &[("ATLAS_HOME", &net.provider_home(damaged))],
+            &["provider", "status", "--json", "--ledger", &net.ledger],
+        ),
+        "provider status",
+    ))
+    .expect("provider status JSON");
+    let found = status["damaged"].as_array().expect("damaged list");
+    assert!(
+        found
+            .iter()
+            .any(|d| d["object"] == id.as_str() && d["slot"] == 1),
+        "provider status names the damaged slot: {status}"
+    );
+    assert!(
+        status["slots"]
+            .as_array()
+            .expect("slots")
+            .iter()
+            .all(|s| !(s["object_id"] == id.as_str() && s["slot"] == 1)),
+        "and no longer holds it: {status}"
+    );
+
+    // Two more holders down: both rebuilt slots are among the four that remain to read from.
+    for &i in &holders[2..4] {
         net.testnet(&["kill", &format!("provider-{i:02}")]);
     }
-    net.reads_back(&id, &original, "get with two holders down after the repair");
+    net.reads_back(
+        &id,
+        &original,
+        "get with two holders down after the repairs",
+    );
 
-    // 4. At rest, the books balance and every disk matches the ledger.
+    // 5. At rest, the books balance and every disk matches the ledger.
     let st = net.status(&id);
     net.testnet(&["down"]);
     let chain = LedgerStore::open(&net.dir.join("ledger").join("ledger")).expect("ledger opens");
