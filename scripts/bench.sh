@@ -6,5 +6,4 @@ source "$(dirname "$0")/env.sh"
 atlas_install_deps
 cd "$ATLAS_ROOT"
 atlas_build
-cargo build --release --locked -p atlas-tests --bin atlas-bench
 exec "$CARGO_TARGET_DIR/release/atlas-bench" "$@"

@@ -76,5 +76,8 @@ atlas_build() {
   if [ ! -d "$CARGO_TARGET_DIR/release/build" ]; then
     say "first build: compiling RocksDB from source takes 10-25 minutes on 2 cores"
   fi
-  (cd "$ATLAS_ROOT" && cargo build --release --locked -p atlas-node --bin atlas)
+  # Every binary of the workspace at once: the same feature set as the tests build, so the demo,
+  # the benchmarks and the tests share one compiled RocksDB (a `-p` build resolves features
+  # differently and would compile it again).
+  (cd "$ATLAS_ROOT" && cargo build --release --locked --workspace --bins)
 }

@@ -28,7 +28,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 say "writing the seed inputs"
-cargo run --release --locked -q -p atlas-fuzz --bin atlas-fuzz-seed
+atlas_build
+"$CARGO_TARGET_DIR/release/atlas-fuzz-seed"
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then

@@ -179,8 +179,9 @@ pub enum ShardResponse {
     },
     /// Refused; the reason is for people.
     Error(String),
-    /// Over a limit (streams or bytes in flight from this peer, or in all); nothing was read
-    /// past the request's header and the stream is closed. Try again later.
+    /// Over a limit (streams or bytes in flight from this peer, or in all), or unable to tell
+    /// yet whether the request may be served (the provider cannot reach the ledger); nothing
+    /// was read past the request's header and the stream is closed. Try again later.
     Busy,
 }
 

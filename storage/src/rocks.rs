@@ -264,6 +264,14 @@ impl RocksSlotStore {
 /// Disk space a store leaves free for its database: new slots are refused below it.
 pub const FREE_SPACE_FLOOR: u64 = 256 << 20;
 
+impl RocksSlotStore {
+    /// Bytes the disk holding the slots can still take for new slots: what is free on it, less
+    /// the floor kept for the database.
+    pub fn disk_room(&self) -> Result<u64, StoreError> {
+        Ok(free_space(&self.slots_dir)?.saturating_sub(FREE_SPACE_FLOOR))
+    }
+}
+
 /// Bytes free for unprivileged writers on the file system holding `path`.
 fn free_space(path: &Path) -> Result<u64, StoreError> {
     let st = rustix::fs::statvfs(path).map_err(|e| io_err(path)(e.into()))?;

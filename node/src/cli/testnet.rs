@@ -229,12 +229,17 @@ fn up(ctx: &Context, args: UpArgs) -> Result<()> {
     let wanted = |m: &Member| wanted.contains(&m.name);
 
     // Ports of members to start must be free: say which are taken, and by whom if it is ours.
+    // A member just killed may hold its ports for a moment while the kernel tears it down.
+    let ports_free_by = Instant::now() + Duration::from_secs(10);
     let mut taken = Vec::new();
     for m in members
         .iter()
         .filter(|m| wanted(m) && atlas_testnet::running_pid(m).is_none())
     {
         for port in m.p2p_port.into_iter().chain([m.http_port]) {
+            while !atlas_testnet::port_free(port) && Instant::now() < ports_free_by {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             if !atlas_testnet::port_free(port) {
                 taken.push(format!("{port} ({})", m.name));
             }

@@ -123,6 +123,8 @@ pub struct Provider {
     /// Slots to verify now (the prover could not read them).
     suspects: mpsc::Sender<atlas_storage::SlotKey>,
     metrics: ProviderMetrics,
+    /// The capacity configured; the ledger is offered less when the disk has less room.
+    capacity: u64,
 }
 
 impl std::fmt::Debug for Provider {
@@ -206,7 +208,15 @@ impl Provider {
             .streams()
             .accept(crate::wire::shard::PROTOCOL)
             .map_err(|e| ProviderError::Streams(e.to_string()))?;
-        register(&*ledger, &key, &net, &config)
+        let offered = store.offered(config.capacity).await?;
+        if offered < config.capacity {
+            tracing::warn!(
+                configured = config.capacity,
+                offered,
+                "the disk has less room than the configured capacity; offering what it has"
+            );
+        }
+        register(&*ledger, &key, &net, &config, offered)
             .instrument(span.clone())
             .await?;
         let submitting = CancellationToken::new();
@@ -223,6 +233,7 @@ impl Provider {
             recheck,
             suspects,
             metrics,
+            capacity: config.capacity,
         });
         let services = CancellationToken::new();
         let service_tasks = vec![
@@ -335,6 +346,7 @@ async fn register(
     key: &Keypair,
     net: &NetHandle,
     config: &ProviderConfig,
+    capacity: u64,
 ) -> Result<()> {
     let me = key.public();
     // Addresses go on the ledger without their /p2p/ part: the ledger binds the peer id to
@@ -379,18 +391,47 @@ async fn register(
         None => TxBody::RegisterProvider {
             peer_id: net.peer_id().to_bytes(),
             addrs,
-            capacity: config.capacity,
+            capacity,
             price: config.price,
             collateral: config.collateral,
         },
         Some(_) => TxBody::UpdateProvider {
             addrs,
-            capacity: config.capacity,
+            capacity,
             price: config.price,
             add_collateral: need,
         },
     };
     ledger.submit(key, body).await?;
+    Ok(())
+}
+
+/// Tells the ledger the capacity this provider can really take, when it has moved by more than
+/// a hundredth from what the ledger shows (the disk filled with other data, or was freed), so
+/// creators do not pick a provider whose disk cannot hold their slot.
+async fn advertise(provider: &Provider) -> Result<()> {
+    let me = provider.key.public();
+    let Some(p) = provider.ledger.provider(&me).await? else {
+        return Ok(());
+    };
+    let offered = provider.store.offered(provider.capacity).await?;
+    if offered.abs_diff(p.capacity) <= p.capacity / 100 {
+        return Ok(());
+    }
+    tracing::info!(
+        was = p.capacity,
+        now = offered,
+        "offering a new capacity on the ledger"
+    );
+    provider
+        .submitter
+        .enqueue(TxBody::UpdateProvider {
+            addrs: p.addrs,
+            capacity: offered,
+            price: p.price,
+            add_collateral: 0,
+        })
+        .await?;
     Ok(())
 }
 

@@ -63,7 +63,9 @@ pub async fn round(provider: &Provider) -> Result<usize> {
         else {
             continue;
         };
-        if provider.store.usage().await?.free() < specs[slot].len() {
+        // Room by the capacity offered, and on the disk itself: the rebuild is written there.
+        let len = specs[slot].len();
+        if provider.store.usage().await?.free() < len || provider.store.disk_room().await? < len {
             continue;
         }
         // One slot of an object per provider across all its live deals (the ledger refuses
@@ -288,6 +290,9 @@ pub(super) async fn run(
             }
         }
         if collected_in != Some(status.epoch) {
+            if let Err(e) = super::advertise(&provider).await {
+                tracing::warn!(error = %e, "cannot update the capacity offered");
+            }
             match collector.round(&provider, &status).await {
                 Ok(_) => collected_in = Some(status.epoch),
                 Err(e) => tracing::warn!(error = %e, "garbage collection failed"),

@@ -3,6 +3,7 @@
 //! `Get` is answered from the store with the sibling CVs that prove the shard.
 
 use super::{deal_specs, Provider, ProviderError, Result};
+use crate::ledger::LedgerError;
 use crate::wire::shard;
 use atlas_protocol::escrow::SlotStatus;
 use atlas_protocol::tree::{Cv, VerifiedShard};
@@ -246,8 +247,19 @@ async fn handle_stream(
                     Err(e) => {
                         provider.metrics.puts_refused.inc();
                         tracing::info!(%peer, deal = %deal.short(), slot, stripe, error = %e, "shard refused");
-                        shard::write_response(&mut stream, &ShardResponse::Error(e.to_string()))
-                            .await?;
+                        // Not knowing (the ledger is out of reach for now) is not a refusal:
+                        // the uploader asks again later.
+                        let answer = if matches!(
+                            e,
+                            ProviderError::Ledger(
+                                LedgerError::Unreachable { .. } | LedgerError::Net(_)
+                            )
+                        ) {
+                            ShardResponse::Busy
+                        } else {
+                            ShardResponse::Error(e.to_string())
+                        };
+                        shard::write_response(&mut stream, &answer).await?;
                         break;
                     }
                 };

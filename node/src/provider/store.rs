@@ -197,6 +197,19 @@ impl StoreHandle {
         self.call(|o| o.store.usage()).await
     }
 
+    /// What the disk can still take for new slots (see [`RocksSlotStore::disk_room`]).
+    pub async fn disk_room(&self) -> Result<u64> {
+        Ok(self.call(|o| o.store.disk_room()).await??)
+    }
+
+    /// The capacity to offer on the ledger: at most `configured`, and no more than the slots
+    /// already reserved plus what the disk can still take.
+    pub async fn offered(&self, configured: u64) -> Result<u64> {
+        let reserved = self.usage().await?.reserved;
+        let room = self.disk_room().await?;
+        Ok(configured.min(reserved.saturating_add(room)))
+    }
+
     /// Answers each challenge (in one job, so a round of proofs queues once).
     pub async fn prove<T: Send + 'static>(
         &self,
