@@ -51,7 +51,7 @@ fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only | --testnet-only | --ledger-only]\n\
+            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only | --testnet-only | --ledger-only | --scrub-only]\n\
              --network-only runs only the network and gateway sections, --testnet-only only the\n\
              50-provider testnet, --ledger-only only the ledger at 100,000 deals\n\
              env: ATLAS_BIN (the atlas binary), ATLAS_BENCH_DIR (scratch on the disk to measure), \
@@ -101,6 +101,9 @@ fn run() -> Result<(), String> {
     }
     if args.iter().any(|a| a == "--testnet-only") {
         return testnet(&opts);
+    }
+    if args.iter().any(|a| a == "--scrub-only") {
+        return scrub_cpu(&opts);
     }
     if args.iter().any(|a| a == "--ledger-only") {
         return ledger(&opts);
@@ -309,6 +312,7 @@ fn run() -> Result<(), String> {
     println!("\n{peak_rss}");
     proofs(&opts, &input)?;
     prover_cpu(&opts)?;
+    scrub_cpu(&opts)?;
     network(&opts, &input)?;
     testnet(&opts)?;
     ledger(&opts)?;
@@ -1320,6 +1324,123 @@ fn prover_cpu(opts: &Opts) -> Result<(), String> {
         "{:<46} {:>9}",
         "  transactions to send",
         format!("{:.1} MiB", bytes_on_wire as f64 / MIB as f64)
+    );
+    Ok(())
+}
+
+/// What scrubbing costs: every shard of 1 GiB of slots read from the RocksDB store with its
+/// sibling CVs and verified against the slot root, as the provider's scrubber does (the files
+/// are in the page cache, so this is CPU, not disk); and what a scrub at full speed on the other
+/// core does to the latency of proving 100 slots.
+fn scrub_cpu(opts: &Opts) -> Result<(), String> {
+    const SLOTS: u64 = 16;
+    let c: u64 = 1 << 20;
+    let stripes = 64; // 64 MiB slots, 1 GiB in all
+    let dir = opts.dir.join("scrub");
+    let _ = fs::remove_dir_all(&dir);
+    let store = RocksSlotStore::open(&dir, SLOTS * c * stripes).map_err(|e| e.to_string())?;
+    let mut slots = Vec::new();
+    for i in 0..SLOTS {
+        let mut bytes = vec![0u8; (c * stripes) as usize];
+        blake3::Hasher::new()
+            .update(&i.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut bytes);
+        let outboard = Outboard::from_slot(&bytes).map_err(|e| e.to_string())?;
+        let spec = SlotSpec {
+            root: *outboard.root().as_bytes(),
+            shard_size: c,
+            stripes,
+        };
+        let k = SlotKey::new(ObjectId(*blake3::hash(&i.to_le_bytes()).as_bytes()), 0);
+        let scratch = dir.join("import.tmp");
+        fs::write(&scratch, &bytes).map_err(|e| e.to_string())?;
+        store
+            .import_slot(k, spec, &scratch)
+            .map_err(|e| e.to_string())?;
+        slots.push((k, spec));
+    }
+    let scrub = |store: &RocksSlotStore| -> Result<u64, String> {
+        let mut bytes = 0;
+        for (k, spec) in &slots {
+            for s in 0..spec.stripes {
+                let shard = store.read(*k, s * c, c).map_err(|e| e.to_string())?;
+                let siblings = store.shard_siblings(*k, s).map_err(|e| e.to_string())?;
+                bytes += shard.len() as u64;
+                VerifiedShard::verify(&spec.root(), spec.stripes, s, shard, &siblings)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(bytes)
+    };
+    scrub(&store)?; // warm the page cache
+    let mut cpu_per_gib = Vec::new();
+    for _ in 0..RUNS {
+        let start = cpu_seconds();
+        let bytes = scrub(&store)?;
+        cpu_per_gib.push((cpu_seconds() - start) / (bytes as f64 / GIB as f64));
+    }
+    // The reference: BLAKE3 over 1 GiB already in memory, one thread.
+    let block = vec![7u8; (64 * MIB) as usize];
+    let mut hash_per_gib = Vec::new();
+    for _ in 0..RUNS {
+        let start = cpu_seconds();
+        for _ in 0..16 {
+            std::hint::black_box(blake3::hash(&block));
+        }
+        hash_per_gib.push(cpu_seconds() - start);
+    }
+    // Proof latency: 100 proofs alone, then with a full-speed scrub running beside them.
+    let prove_100 = |store: &RocksSlotStore| -> Result<f64, String> {
+        let start = Instant::now();
+        for i in 0..100u64 {
+            let (k, spec) = slots[(i % SLOTS) as usize];
+            let shape = spec.shape().map_err(|e| e.to_string())?;
+            let deal = DealId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+            let ch = Challenge::derive(&[5; 32], &deal, 0, i, shape.chunks(), 16);
+            store.prove(k, &ch).map_err(|e| e.to_string())?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1000.0 / 100.0)
+    };
+    let mut alone = Vec::new();
+    for _ in 0..RUNS {
+        alone.push(prove_100(&store)?);
+    }
+    let busy = std::sync::atomic::AtomicBool::new(true);
+    let mut beside = Vec::new();
+    std::thread::scope(|t| -> Result<(), String> {
+        let scrubber = t.spawn(|| {
+            while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                if scrub(&store).is_err() {
+                    break;
+                }
+            }
+        });
+        for _ in 0..RUNS {
+            beside.push(prove_100(&store)?);
+        }
+        busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = scrubber.join();
+        Ok(())
+    })?;
+    drop(store);
+    let _ = fs::remove_dir_all(&dir);
+    println!(
+        "\n{:<46} {:>9} {:>22} {:>9}",
+        "scrubber: 16 slots of 64 MiB (1 GiB)", "", "reference", "target"
+    );
+    println!(
+        "{:<46} {:>9} {:>22} {:>9}",
+        "  CPU to read and verify 1 GiB",
+        format!("{:.2} s", median(&mut cpu_per_gib)),
+        format!("BLAKE3 1 GiB {:.2} s", median(&mut hash_per_gib)),
+        "< 0.3 s"
+    );
+    println!(
+        "{:<46} {:>9} {:>22}",
+        "  one proof, alone / beside a full-speed scrub",
+        format!("{:.2} ms", median(&mut alone)),
+        format!("{:.2} ms", median(&mut beside))
     );
     Ok(())
 }
