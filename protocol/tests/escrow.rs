@@ -946,3 +946,41 @@ fn exiting_does_not_escape_slashing() {
     );
     assert_eq!(w.escrow.total_supply(), w.escrow.minted());
 }
+
+/// The provider that failed a slot may not claim that slot back, but may repair another slot of
+/// the same deal: excluding it from the whole deal let repeated outages on a small network use up
+/// every spare, and freed slots then waited for ever.
+#[test]
+fn a_failed_holder_may_repair_another_slot_of_the_deal() {
+    let mut w = World::new();
+    let id = open_accepted_deal(&mut w, 6, 30, |_| 16_384 * 10);
+    let max = w.escrow.params().max_misses;
+    w.escrow.advance_epoch([1; 32]);
+    // Slot 0's holder (key 1) stops proving and is freed.
+    for round in 0..=max {
+        prove(&mut w, 1..3);
+        w.escrow.advance_epoch([round as u8 + 2; 32]);
+    }
+    let d = w.escrow.deal(&id).expect("deal");
+    assert_eq!(d.slots[0].status, SlotStatus::Freed);
+    assert_eq!(d.slots[0].failed_by, Some(w.pk(1)));
+    let err = w
+        .submit(1, TxBody::ClaimSlot { deal: id, slot: 0 })
+        .expect_err("the failer claims its slot back");
+    assert!(matches!(err, EscrowError::FailedThisSlot), "{err:?}");
+    // Slot 1's holder hands its slot back; the provider that failed slot 0 may take it.
+    w.submit(2, TxBody::ReleaseSlot { deal: id, slot: 1 })
+        .expect("release");
+    w.submit(1, TxBody::ClaimSlot { deal: id, slot: 1 })
+        .expect("a failer of one slot may repair another");
+    let d = w.escrow.deal(&id).expect("deal");
+    assert_eq!(d.slots[1].holder, Some(w.pk(1)));
+    // ...and the one that released slot 1 may not claim it back, but may claim slot 0.
+    let err = w
+        .submit(2, TxBody::ClaimSlot { deal: id, slot: 1 })
+        .expect_err("slot 1 is taken");
+    assert!(matches!(err, EscrowError::WrongSlotState(_)), "{err:?}");
+    w.submit(2, TxBody::ClaimSlot { deal: id, slot: 0 })
+        .expect("the releaser repairs slot 0");
+    assert_eq!(w.escrow.total_supply(), w.escrow.minted());
+}

@@ -56,10 +56,11 @@ pub async fn round(provider: &Provider) -> Result<usize> {
     let deals = provider.ledger.deals(DealQuery::Repairable).await?;
     for (id, deal) in deals {
         let (object, specs) = deal_specs(&deal)?;
+        // A freed slot, not one this provider failed (the ledger refuses that claim).
         let Some(slot) = deal
             .slots
             .iter()
-            .position(|s| s.status == SlotStatus::Freed)
+            .position(|s| s.status == SlotStatus::Freed && s.failed_by != Some(me))
         else {
             continue;
         };
@@ -69,12 +70,11 @@ pub async fn round(provider: &Provider) -> Result<usize> {
             continue;
         }
         // One slot of an object per provider across all its live deals (the ledger refuses
-        // the claim otherwise), and never one it failed.
+        // the claim otherwise).
         let live = live_deals_of(&*provider.ledger, &object).await?;
         if live
             .iter()
             .any(|(_, d)| d.slots.iter().any(|s| s.holder == Some(me)))
-            || deal.slots.iter().any(|s| s.failed_by == Some(me))
         {
             continue;
         }

@@ -59,7 +59,7 @@ pub enum EscrowError {
     AlreadyProven,
     #[error("invalid proof: {0}")]
     InvalidProof(String),
-    #[error("this provider lost a slot of this object by failing it and may not claim any back")]
+    #[error("this provider lost this slot by failing it and may not claim it back")]
     FailedThisSlot,
     #[error("arithmetic overflow")]
     Overflow,

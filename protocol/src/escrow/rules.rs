@@ -127,7 +127,11 @@ impl Escrow {
                 if s.status != SlotStatus::Freed {
                     return Err(EscrowError::WrongSlotState(s.status));
                 }
-                if d.slots.iter().any(|other| other.failed_by == Some(signer)) {
+                // The last provider to fail this slot may not claim it back (a claimant that
+                // never delivers could otherwise hold it hostage claim after claim); it may claim
+                // another slot of the deal, which it has no bytes of and must rebuild. Excluding
+                // it from the whole deal let repeated outages exhaust a small network's spares.
+                if s.failed_by == Some(signer) {
                     return Err(EscrowError::FailedThisSlot);
                 }
                 // One slot of an object per provider, across every live deal of it: a provider

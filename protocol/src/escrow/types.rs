@@ -151,7 +151,7 @@ pub struct Slot {
     /// A repair bounty is owed at the holder's first valid proof.
     pub bounty_due: bool,
     /// The last holder that lost this slot by failing it (missed proofs, or a claim never
-    /// delivered): it may not claim any slot of this deal again.
+    /// delivered): it may not claim this slot again.
     pub failed_by: Option<PublicKey>,
 }
 
