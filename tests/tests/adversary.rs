@@ -545,6 +545,11 @@ async fn a_peer_flooding_a_provider_with_idle_shard_streams_is_told_busy_and_rea
         .expect("pin");
     let h = Hostile::start(&cluster.ledger.addr).await.expect("hostile");
     let victim = deal(&h, id).await.slots[0].holder.expect("slot 0 held");
+    let victim_node = cluster
+        .providers
+        .iter()
+        .find(|p| p.key.public() == victim)
+        .expect("the holder is in the cluster");
     let victim = match h
         .ask(LedgerRequest::Provider(victim))
         .await
@@ -553,9 +558,18 @@ async fn a_peer_flooding_a_provider_with_idle_shard_streams_is_told_busy_and_rea
         LedgerResponse::Provider(Some(p)) => p,
         other => panic!("{other:?}"),
     };
+    // One at a time, each counted by the provider before the next: libp2p hands a provider
+    // inbound streams through a one-place queue and drops what arrives while it is full, so a
+    // burst would lose streams before the provider ever sees them.
+    let before = victim_node.provider.shard_streams_open();
     let mut idle = Vec::new();
-    for _ in 0..64 {
+    for i in 0..64 {
         idle.push(h.shard_stream(&victim).await.expect("stream"));
+        wait_for("the provider to take the stream", WAIT, || async {
+            Ok((victim_node.provider.shard_streams_open() > before + i).then_some(()))
+        })
+        .await
+        .expect("the provider serves its first 64 streams from one peer");
     }
     let mut one_more = h.shard_stream(&victim).await.expect("stream");
     let answer = Hostile::answer(&mut one_more).await.expect("an answer");

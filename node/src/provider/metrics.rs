@@ -16,6 +16,7 @@ pub(crate) struct ProviderMetrics {
     pub gc_deleted: Counter,
     pub puts_refused: Counter,
     pub streams_refused: Counter,
+    pub streams_open: Gauge,
     pub scrubbed_bytes: Counter,
     pub damaged_slots: Counter,
     pub repairs_running: Gauge,
@@ -61,6 +62,11 @@ impl ProviderMetrics {
             "streams_refused",
             "Shard streams answered busy because their peer had its share open",
             m.streams_refused.clone(),
+        );
+        r.register(
+            "shard_streams_open",
+            "Shard streams being served now",
+            m.streams_open.clone(),
         );
         r.register(
             "scrubbed_bytes",

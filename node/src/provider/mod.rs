@@ -284,6 +284,11 @@ impl Provider {
         &self.store
     }
 
+    /// Shard streams being served now (`atlas_provider_shard_streams_open`).
+    pub fn shard_streams_open(&self) -> i64 {
+        self.metrics.streams_open.get()
+    }
+
     /// Where the slot store lives.
     pub fn store_dir(&self) -> &Path {
         self.store.dir()

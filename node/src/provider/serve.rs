@@ -12,6 +12,7 @@ use atlas_protocol::DealId;
 use atlas_storage::{PutOutcome, SlotKey, SlotSpec};
 use futures::StreamExt as _;
 use libp2p::PeerId;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,13 +71,16 @@ impl Assignments {
 struct InFlight {
     peers: Mutex<HashMap<PeerId, (usize, usize)>>,
     bytes: Arc<tokio::sync::Semaphore>,
+    /// Streams counted open, all peers together.
+    open: Gauge,
 }
 
 impl InFlight {
-    fn new() -> Arc<Self> {
+    fn new(open: Gauge) -> Arc<Self> {
         Arc::new(Self {
             peers: Mutex::new(HashMap::new()),
             bytes: Arc::new(tokio::sync::Semaphore::new(MAX_PUT_BYTES)),
+            open,
         })
     }
 
@@ -88,6 +92,7 @@ impl InFlight {
             return None;
         }
         entry.0 += 1;
+        self.open.inc();
         Some(StreamSlot {
             peer,
             in_flight: self.clone(),
@@ -128,6 +133,7 @@ impl InFlight {
     fn release(&self, peer: PeerId, streams: usize, bytes: usize) {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = peers.get_mut(&peer) {
+            self.open.dec_by(streams.min(entry.0) as i64);
             entry.0 -= streams.min(entry.0);
             entry.1 -= bytes.min(entry.1);
             if *entry == (0, 0) {
@@ -170,7 +176,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let assignments = Arc::new(Assignments::default());
-    let in_flight = InFlight::new();
+    let in_flight = InFlight::new(provider.metrics.streams_open.clone());
     // Handlers live in this set: dropping it at shutdown aborts them.
     let mut handlers = tokio::task::JoinSet::new();
     loop {
