@@ -7,7 +7,7 @@ use super::lanes::NetShardSource;
 use super::{manifest_of, ClientError, Result};
 use crate::ledger::Settlement;
 use crate::net::NetHandle;
-use atlas_protocol::erasure::{decode_range, DecodeError, DecodeStats};
+use atlas_protocol::erasure::{decode_range_with, DecodeError, DecodeStats};
 use atlas_protocol::escrow::{Deal, Provider};
 use atlas_protocol::manifest::VerifiedManifest;
 use atlas_storage::slot_dir::{self, SlotDirError};
@@ -108,8 +108,19 @@ impl ObjectReader {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<ReadReport> {
+        self.read_range_with(range, out, progress, &mut Vec::new())
+    }
+
+    /// [`Self::read_range`] with a stripe buffer kept by the caller between reads.
+    pub fn read_range_with(
+        &mut self,
+        range: Range<u64>,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+        scratch: &mut Vec<u8>,
+    ) -> Result<ReadReport> {
         let layout = self.manifest.layout();
-        let result = decode_range(&layout, &mut self.source, range, out, progress)
+        let result = decode_range_with(&layout, &mut self.source, range, out, progress, scratch)
             .and_then(|stats| {
                 out.flush().map_err(DecodeError::Write)?;
                 Ok(stats)

@@ -34,12 +34,15 @@ impl Default for GatewayLimits {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(20),
-            buffer_bytes: 96 << 20,
+            buffer_bytes: 64 << 20,
             max_decodes: 8,
             queue_wait: Duration::from_secs(5),
         }
     }
 }
+
+/// The largest stripe buffer kept between decodes (a 4+2 stripe of 1 MiB shards is 6 MiB).
+const MAX_KEPT_SCRATCH: usize = 8 << 20;
 
 /// How long a client holding decoded bytes may take none before, when the buffer is short, its
 /// connection is dropped to make room for others.
@@ -53,6 +56,8 @@ pub(super) struct Budget {
     /// Permits are bytes.
     pub(super) buffer: Arc<Semaphore>,
     pub(super) decodes: Arc<Semaphore>,
+    /// Stripe buffers of finished decodes, kept for the next (one a decoder at most).
+    scratch: Mutex<Vec<Vec<u8>>>,
     /// Open connections, to find the ones that hold bytes and take none.
     open: Mutex<HashMap<u64, Arc<Activity>>>,
     next_id: AtomicU64,
@@ -73,6 +78,7 @@ impl Budget {
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             buffer: Arc::new(Semaphore::new(limits.buffer_bytes.max(1))),
             decodes: Arc::new(Semaphore::new(limits.max_decodes.max(1))),
+            scratch: Mutex::new(Vec::new()),
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             limits,
@@ -132,6 +138,27 @@ impl Budget {
     }
 
     /// A decoder, waiting at most `queue_wait`.
+    /// A stripe buffer for one decode: a kept one, or a new empty one.
+    pub(super) fn scratch(&self) -> Vec<u8> {
+        self.scratch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Keeps a decode's stripe buffer for the next, unless as many are kept as there are
+    /// decoders or it is larger than [`MAX_KEPT_SCRATCH`] (a rare huge stripe is not held).
+    pub(super) fn return_scratch(&self, buf: Vec<u8>) {
+        if buf.capacity() > MAX_KEPT_SCRATCH {
+            return;
+        }
+        let mut kept = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < self.limits.max_decodes {
+            kept.push(buf);
+        }
+    }
+
     pub(super) async fn decoder(&self) -> Result<OwnedSemaphorePermit, Busy> {
         tokio::time::timeout(self.limits.queue_wait, self.decodes.clone().acquire_owned())
             .await

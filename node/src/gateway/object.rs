@@ -243,14 +243,16 @@ impl Pieces {
                 self.object.holders.clone(),
             )?,
         };
-        let (reader, result) = tokio::task::spawn_blocking(move || {
+        let mut scratch = self.gw.budget.scratch();
+        let (reader, scratch, result) = tokio::task::spawn_blocking(move || {
             let mut buf = Vec::with_capacity(len);
-            let result = reader.read_range(range, &mut buf, &mut |_| {});
+            let result = reader.read_range_with(range, &mut buf, &mut |_| {}, &mut scratch);
             drop(decoder);
-            (reader, result.map(|report| (buf, report)))
+            (reader, scratch, result.map(|report| (buf, report)))
         })
         .await
         .map_err(|e| GatewayError::Read(e.to_string()))?;
+        self.gw.budget.return_scratch(scratch);
         match result {
             Ok((buf, report)) => {
                 let mut readers = self

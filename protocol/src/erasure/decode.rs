@@ -101,12 +101,30 @@ pub fn decode_range(
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
 ) -> Result<DecodeStats, DecodeError> {
+    decode_range_with(layout, source, range, out, progress, &mut Vec::new())
+}
+
+/// [`decode_range`] with a stripe buffer the caller keeps between reads (a server decoding many
+/// small ranges then allocates no stripe per read). Whatever `scratch` holds is overwritten
+/// before it is read: every shard written out was read or rebuilt into it by this call.
+pub fn decode_range_with(
+    layout: &Layout,
+    source: &mut dyn ShardSource,
+    range: Range<u64>,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64),
+    scratch: &mut Vec<u8>,
+) -> Result<DecodeStats, DecodeError> {
     let rs = ReedSolomon::new(layout.data_shards(), layout.parity_shards())
         .map_err(|e| DecodeError::Codec(format!("{e:?}")))?;
     let (k, n) = (layout.data_shards(), layout.total_shards());
     let c = layout.shard_size() as usize;
     let range = range.start.min(layout.size())..range.end.min(layout.size());
-    let mut buf = vec![0u8; n * c];
+    if scratch.len() != n * c {
+        scratch.clear();
+        scratch.resize(n * c, 0);
+    }
+    let buf = &mut scratch[..];
     let mut present = vec![false; n];
     let mut stats = DecodeStats::default();
 
@@ -138,7 +156,7 @@ pub fn decode_range(
                 (0..n).filter(|j| !wanted.contains(j)),
                 k,
                 c,
-                &mut buf,
+                buf,
                 &mut present,
                 &mut available,
             )?;

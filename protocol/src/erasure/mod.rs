@@ -11,7 +11,7 @@
 mod decode;
 mod encode;
 
-pub use decode::{decode_range, rebuild_slot, DecodeError, DecodeStats};
+pub use decode::{decode_range, decode_range_with, rebuild_slot, DecodeError, DecodeStats};
 pub use encode::{encode, EncodeError, Encoded, SlotOutput};
 
 use std::io;
