@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "../bench/put_siege.rs"]
+mod put_siege;
+
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
@@ -51,9 +54,10 @@ fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only | --testnet-only | --ledger-only | --scrub-only]\n\
+            "atlas-bench [--size 1GiB] [--rss-size 4GiB] [--codec-size 256MiB] [--network-only | --testnet-only | --ledger-only | --scrub-only | --put-siege-only]\n\
              --network-only runs only the network and gateway sections, --testnet-only only the\n\
-             50-provider testnet, --ledger-only only the ledger at 100,000 deals\n\
+             50-provider testnet, --ledger-only only the ledger at 100,000 deals, --scrub-only the\n\
+             scrubber's cost, --put-siege-only a provider under 200 stalled uploads\n\
              env: ATLAS_BIN (the atlas binary), ATLAS_BENCH_DIR (scratch on the disk to measure), \
              ATLAS_BENCH_TMPFS (default /dev/shm)"
         );
@@ -107,6 +111,9 @@ fn run() -> Result<(), String> {
     }
     if args.iter().any(|a| a == "--ledger-only") {
         return ledger(&opts);
+    }
+    if args.iter().any(|a| a == "--put-siege-only") {
+        return put_siege_section(&opts);
     }
 
     // Peak memory of encoding a large (sparse, so quick to read) file.
@@ -314,6 +321,7 @@ fn run() -> Result<(), String> {
     prover_cpu(&opts)?;
     scrub_cpu(&opts)?;
     network(&opts, &input)?;
+    put_siege_section(&opts)?;
     testnet(&opts)?;
     ledger(&opts)?;
     Ok(())
@@ -819,7 +827,7 @@ fn network(opts: &Opts, input: &Path) -> Result<(), String> {
         "{:<46} {:>8.1}M {:>22} {:>9}",
         "  under siege: gateway RSS",
         siege.rss_mib,
-        format!("idle before: {:.1}M", siege.rss_before_mib),
+        format!("idle {:.0}M, {:.0} held", siege.rss_before_mib, siege.held),
         "< 200M"
     );
     for (n, r) in &readers {
@@ -855,8 +863,10 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// The gateway's open connections, from its metrics (this request's own connection included).
-fn gateway_connections(addr: std::net::SocketAddr) -> Result<f64, String> {
+/// One figure of the gateway's metrics (`atlas_gateway_NAME`; for `connections`, this request's
+/// own connection included).
+fn gateway_metric(addr: std::net::SocketAddr, name: &str) -> Result<f64, String> {
+    let prefix = format!("atlas_gateway_{name} ");
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     write!(
         s,
@@ -867,12 +877,7 @@ fn gateway_connections(addr: std::net::SocketAddr) -> Result<f64, String> {
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     Ok(text
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("atlas_gateway_connections ")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse().ok())
         .unwrap_or(0.0))
 }
 
@@ -882,6 +887,8 @@ struct Siege {
     busy: usize,
     rss_mib: f64,
     rss_before_mib: f64,
+    /// Hostile connections still held when the RSS was read.
+    held: f64,
 }
 
 /// 500 clients that ask for the whole object and never read, and 500 that send half a request
@@ -905,11 +912,23 @@ fn gateway_siege(
         s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
         hostile.push(s);
     }
-    // Measure once the gateway holds every one of them.
+    // Measure once the gateway has taken every one of them: it holds them, or it has already
+    // dropped some of the clients that sit on decoded bytes (it does so once its buffer is short).
+    let dropped = |addr| -> Result<f64, String> {
+        Ok(gateway_metric(addr, "dropped_idle_total")? + gateway_metric(addr, "shed_total")?)
+    };
+    let dropped_before = dropped(addr)?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while gateway_connections(addr)? < 1000.0 {
+    let mut held;
+    loop {
+        held = gateway_metric(addr, "connections")? - 1.0;
+        if held + dropped(addr)? - dropped_before >= 1000.0 {
+            break;
+        }
         if Instant::now() > deadline {
-            return Err("the gateway did not take the 1000 hostile connections".into());
+            return Err(format!(
+                "the gateway took {held} of the 1000 hostile connections"
+            ));
         }
     }
     let mut firsts = Vec::new();
@@ -934,6 +953,7 @@ fn gateway_siege(
         busy,
         rss_mib: rss,
         rss_before_mib,
+        held,
     })
 }
 
@@ -1813,4 +1833,129 @@ fn ledger(opts: &Opts) -> Result<(), String> {
     drop(d);
     let _ = fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// A provider under 200 stalled `Put` streams from one hostile peer (each announcing a 4 MiB
+/// shard for a slot really assigned to it, sending 1 MiB and going silent): its peak RSS, and an
+/// honest `atlas pin` to it (and five others) while the streams stay open.
+fn put_siege_section(opts: &Opts) -> Result<(), String> {
+    const STALLED: usize = 200;
+    let root = opts.dir.join("put-siege");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let (_ledger, ledger_addr) = spawn_service(
+        opts,
+        &root.join("ledger"),
+        &[
+            "ledger",
+            "run",
+            "--faucet",
+            "--block-time",
+            "200ms",
+            "--epoch-blocks",
+            "25",
+        ],
+        None,
+    )?;
+    let mut providers = Vec::new();
+    for i in 0..6 {
+        let price = (1000 + i).to_string();
+        providers.push(spawn_service(
+            opts,
+            &root.join(format!("p{i}")),
+            &["provider", "run", "--capacity", "2GiB", "--price", &price],
+            Some(&ledger_addr),
+        )?);
+    }
+    let (victim, victim_addr) = &providers[0];
+    let victim_pid = victim.0.id();
+    let victim_peer = victim_addr
+        .rsplit("/p2p/")
+        .next()
+        .ok_or("the provider's address has no /p2p/")?
+        .to_string();
+    let idle = rss_mib(victim_pid);
+    // Peak RSS over the whole siege, sampled until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0f64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mib(victim_pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let stalled = runtime
+        .block_on(put_siege::stall(
+            &ledger_addr,
+            &victim_peer,
+            6,
+            &root,
+            STALLED,
+        ))
+        .map_err(|e| format!("the stalled uploads: {e:#}"))?;
+    let under_siege = rss_mib(victim_pid);
+    // An honest creator pins while the attacker's streams stay open.
+    let creator = root.join("creator");
+    atlas(opts, &creator, &["key", "gen"])?;
+    let video = root.join("honest.bin");
+    make_input(&video, 64 * MIB).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&opts.atlas);
+    cmd.env("ATLAS_HOME", &creator)
+        .env("ATLAS_LEDGER", &ledger_addr);
+    run_atlas(opts, &mut cmd, &["wallet", "faucet", "1000000000"])?;
+    let start = Instant::now();
+    let mut cmd = Command::new(&opts.atlas);
+    cmd.env("ATLAS_HOME", &creator)
+        .env("ATLAS_LEDGER", &ledger_addr);
+    let pinned = run_atlas(
+        opts,
+        &mut cmd,
+        &["pin", &video.to_string_lossy(), "--epochs", "5", "-q"],
+    );
+    let pin_secs = start.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().map_err(|_| "the RSS sampler panicked")?;
+    let open = stalled.streams.len();
+    drop(stalled.streams);
+    drop(stalled.attacker);
+    drop(runtime);
+    drop(providers);
+    let _ = fs::remove_dir_all(&root);
+    println!(
+        "\n{:<46} {:>9} {:>22} {:>9}",
+        format!("provider under {STALLED} stalled Put streams"),
+        "",
+        "",
+        "target"
+    );
+    println!(
+        "{:<46} {:>8.1}M {:>22} {:>9}",
+        "  provider peak RSS",
+        peak,
+        format!("idle before: {idle:.1}M"),
+        "< 100M"
+    );
+    println!(
+        "{:<46} {:>8.1}M {:>22}",
+        "  provider RSS with the streams open",
+        under_siege,
+        format!("{} taken, {} refused", stalled.taken, stalled.refused)
+    );
+    println!(
+        "{:<46} {:>9} {:>22} {:>9}",
+        "  honest 64 MiB pin meanwhile",
+        if pinned.is_ok() { "ok" } else { "FAILED" },
+        format!("{pin_secs:.1} s, {open} streams open"),
+        "ok"
+    );
+    pinned.map(|_| ())
 }
