@@ -35,6 +35,13 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <(ls fuzz/harness/fuzz_targets | sed 's/\.rs$//')
 fi
+# The harness links RocksDB. Its C++ takes no Rust flags, so the library the project's own build
+# compiled serves the instrumented build too, instead of compiling it again for a quarter hour.
+rocksdb="$(ls -t "$CARGO_TARGET_DIR"/release/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -1 || true)"
+if [ -n "$rocksdb" ]; then
+    export ROCKSDB_LIB_DIR="$(dirname "$rocksdb")" ROCKSDB_STATIC=1
+    export RUSTFLAGS="${RUSTFLAGS:-} -Clink-arg=-lstdc++"
+fi
 # The harness builds with sanitizer flags: its own target folder, beside the project's.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR%/}-fuzz"
 for t in "${targets[@]}"; do
