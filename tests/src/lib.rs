@@ -2,6 +2,7 @@
 //! folders) started in one process, each with its own shutdown.
 
 pub mod hostile;
+pub mod stall;
 
 use anyhow::Result;
 use atlas_node::ledger::LedgerClient;

@@ -582,3 +582,56 @@ async fn a_peer_flooding_a_provider_with_idle_shard_streams_is_told_busy_and_rea
     assert!(got == data, "the video differs");
     drop(idle);
 }
+
+/// A peer opens 200 uploads to one provider for a slot really assigned to it (a deal of its own),
+/// sends a quarter of each announced 4 MiB body and goes silent. The provider holds at most the
+/// peer's share of bodies (16 MiB; the attacker once took all 64 MiB of them, and honest uploads
+/// waited until their slots expired), and an honest creator's pin to it completes while the
+/// streams stay open, and reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_from_one_peer_never_block_an_honest_pin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(dir.path(), 6).await.expect("cluster");
+    let victim = &cluster.providers[0];
+    let victim_peer = libp2p::PeerId::from_bytes(&victim.key.public().peer_id_bytes())
+        .expect("peer id")
+        .to_string();
+    let scratch = dir.path().join("attacker");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let stalled = atlas_tests::stall::stall(
+        &cluster.ledger.addr.to_string(),
+        &victim_peer,
+        6,
+        &scratch,
+        200,
+    )
+    .await
+    .expect("the attacker's streams");
+    assert_eq!(stalled.streams.len(), 200, "the attacker holds its streams");
+    let held = victim.provider.put_bytes_in_flight();
+    assert!(
+        held <= 16 << 20,
+        "one peer's stalled bodies hold {held} bytes of the provider's"
+    );
+
+    let (data, manifest, id) = cluster
+        .pin_random(dir.path(), 2 << 20, 4, 2)
+        .await
+        .expect("the honest pin completes while the attacker's uploads stall");
+    let h = &stalled.attacker;
+    assert!(
+        deal(h, id)
+            .await
+            .slots
+            .iter()
+            .any(|s| s.holder == Some(victim.key.public())),
+        "the attacked provider holds a slot of the honest deal"
+    );
+    let client = cluster.ledger.client(&new_key()).await.expect("client");
+    let got = read_object(&client, &manifest.id(), &dir.path().join("read.mp4"))
+        .await
+        .expect("the video reads back");
+    assert!(got == data, "the video differs");
+    drop(stalled);
+    cluster.stop().await.expect("stop");
+}

@@ -17,6 +17,7 @@ pub(crate) struct ProviderMetrics {
     pub puts_refused: Counter,
     pub streams_refused: Counter,
     pub streams_open: Gauge,
+    pub put_bytes: Gauge,
     pub scrubbed_bytes: Counter,
     pub damaged_slots: Counter,
     pub repairs_running: Gauge,
@@ -67,6 +68,11 @@ impl ProviderMetrics {
             "shard_streams_open",
             "Shard streams being served now",
             m.streams_open.clone(),
+        );
+        r.register(
+            "put_bytes_in_flight",
+            "Bytes of shard bodies being received now, all peers together",
+            m.put_bytes.clone(),
         );
         r.register(
             "scrubbed_bytes",

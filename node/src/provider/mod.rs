@@ -289,6 +289,11 @@ impl Provider {
         self.metrics.streams_open.get()
     }
 
+    /// Bytes of shard bodies being received now (`atlas_provider_put_bytes_in_flight`).
+    pub fn put_bytes_in_flight(&self) -> i64 {
+        self.metrics.put_bytes.get()
+    }
+
     /// Where the slot store lives.
     pub fn store_dir(&self) -> &Path {
         self.store.dir()

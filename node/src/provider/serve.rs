@@ -71,16 +71,18 @@ impl Assignments {
 struct InFlight {
     peers: Mutex<HashMap<PeerId, (usize, usize)>>,
     bytes: Arc<tokio::sync::Semaphore>,
-    /// Streams counted open, all peers together.
+    /// Streams counted open, and body bytes being received, all peers together.
     open: Gauge,
+    body_bytes: Gauge,
 }
 
 impl InFlight {
-    fn new(open: Gauge) -> Arc<Self> {
+    fn new(open: Gauge, body_bytes: Gauge) -> Arc<Self> {
         Arc::new(Self {
             peers: Mutex::new(HashMap::new()),
             bytes: Arc::new(tokio::sync::Semaphore::new(MAX_PUT_BYTES)),
             open,
+            body_bytes,
         })
     }
 
@@ -102,6 +104,7 @@ impl InFlight {
     /// Room for a body of `len` bytes from `peer`, or `None` (answer Busy).
     async fn room(&self, peer: PeerId, len: u64) -> Option<BodyRoom<'_>> {
         let len = usize::try_from(len).ok()?;
+        let permits = u32::try_from(len.max(1)).ok()?;
         {
             let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
             let entry = peers.entry(peer).or_default();
@@ -110,24 +113,29 @@ impl InFlight {
             }
             entry.1 += len;
         }
-        let room = BodyRoom {
-            peer,
-            len,
-            in_flight: self,
-            _permit: None,
-        };
-        let permits = u32::try_from(len.max(1)).ok()?;
-        let permit = tokio::time::timeout(
+        // The peer's share stays counted for as long as the body is: only the one `BodyRoom`
+        // made below gives it back (a second one built by struct update would have given it
+        // back at once, and a peer could then take every body slot of the provider).
+        match tokio::time::timeout(
             PUT_ROOM_WAIT,
             self.bytes.clone().acquire_many_owned(permits),
         )
         .await
-        .ok()?
-        .ok()?;
-        Some(BodyRoom {
-            _permit: Some(permit),
-            ..room
-        })
+        {
+            Ok(Ok(permit)) => {
+                self.body_bytes.inc_by(len as i64);
+                Some(BodyRoom {
+                    peer,
+                    len,
+                    in_flight: self,
+                    _permit: permit,
+                })
+            }
+            _ => {
+                self.release(peer, 0, len);
+                None
+            }
+        }
     }
 
     fn release(&self, peer: PeerId, streams: usize, bytes: usize) {
@@ -160,11 +168,12 @@ struct BodyRoom<'a> {
     peer: PeerId,
     len: usize,
     in_flight: &'a InFlight,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Drop for BodyRoom<'_> {
     fn drop(&mut self) {
+        self.in_flight.body_bytes.dec_by(self.len as i64);
         self.in_flight.release(self.peer, 0, self.len);
     }
 }
@@ -176,7 +185,10 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let assignments = Arc::new(Assignments::default());
-    let in_flight = InFlight::new(provider.metrics.streams_open.clone());
+    let in_flight = InFlight::new(
+        provider.metrics.streams_open.clone(),
+        provider.metrics.put_bytes.clone(),
+    );
     // Handlers live in this set: dropping it at shutdown aborts them.
     let mut handlers = tokio::task::JoinSet::new();
     loop {

@@ -1,19 +1,21 @@
-//! A provider under stalled `Put` streams: one hostile peer opens many shard streams to it, each
-//! announcing a full shard body for a slot really assigned to the provider, sends part of the
-//! body and then goes silent. What the provider may spend on them is bounded (streams and body
-//! bytes per peer, body bytes in all); an honest creator's upload must still go through.
+//! Stalled uploads: a hostile peer opens many shard streams to one provider, each announcing a
+//! full 4 MiB shard body for a slot really assigned to that provider, sends part of the body and
+//! goes silent. What the provider may spend on them is bounded (streams and body bytes per peer,
+//! body bytes in all); an honest creator's upload must still go through. The benchmark and the
+//! adversarial tests both play it.
 
+use crate::hostile::Hostile;
 use atlas_protocol::escrow::TxBody;
 use atlas_protocol::tree::{shard_level, Outboard, TreeShape};
 use atlas_protocol::wire::{self, LedgerRequest, LedgerResponse, ShardRequest};
 use atlas_protocol::PublicKey;
 use atlas_storage::slot_dir;
-use atlas_tests::hostile::Hostile;
 use futures::AsyncWriteExt as _;
 use std::path::Path;
 use std::time::Duration;
 
 /// What the attacker's streams got.
+#[derive(Debug)]
 pub struct Stalled {
     /// Streams whose header and first body bytes the provider took.
     pub taken: usize,
@@ -38,7 +40,7 @@ pub async fn stall(
     count: usize,
 ) -> anyhow::Result<Stalled> {
     let h = Hostile::start(&ledger_addr.parse()?).await?;
-    let attacker = atlas_tests::new_key();
+    let attacker = crate::new_key();
     h.must(
         &attacker,
         TxBody::Faucet {
@@ -49,9 +51,9 @@ pub async fn stall(
     // One 4 MiB shard a slot, the largest a layout allows: each Put announces 4 MiB.
     let shard = atlas_protocol::layout::MAX_SHARD_SIZE;
     let video = scratch.join("attacker.bin");
-    atlas_tests::random_file(&video, (4 * shard) as usize, 3);
+    crate::random_file(&video, (4 * shard) as usize, 3);
     let enc = scratch.join("attacker-enc");
-    let manifest = atlas_tests::encode(&attacker, &video, &enc, 4, 2, shard)?;
+    let manifest = crate::encode(&attacker, &video, &enc, 4, 2, shard)?;
     let mut keys: Vec<(PublicKey, atlas_protocol::escrow::Provider)> =
         match h.ask(LedgerRequest::ProviderPage { after: None }).await? {
             LedgerResponse::ProviderPage { items, .. } => items,
