@@ -137,7 +137,6 @@ impl Budget {
         .ok_or(Busy::Buffer)
     }
 
-    /// A decoder, waiting at most `queue_wait`.
     /// A stripe buffer for one decode: a kept one, or a new empty one.
     pub(super) fn scratch(&self) -> Vec<u8> {
         self.scratch
@@ -159,6 +158,7 @@ impl Budget {
         }
     }
 
+    /// A decoder, waiting at most `queue_wait`.
     pub(super) async fn decoder(&self) -> Result<OwnedSemaphorePermit, Busy> {
         tokio::time::timeout(self.limits.queue_wait, self.decodes.clone().acquire_owned())
             .await
