@@ -151,6 +151,84 @@ impl StorageProof {
     }
 }
 
+/// Domain tag of the per-sample challenge that committed epoch proofs answer.
+const SAMPLE_TAG: &[u8] = b"atlas/challenge/v2";
+
+/// The chunk that sample `k` of `slot` of `deal` must answer in `epoch` under `beacon`, for committed
+/// epoch proofs ([`crate::commit`]):
+/// `uint256(keccak("atlas/challenge/v2" ‖ beacon ‖ deal ‖ slot_be16 ‖ epoch_be64 ‖ k_be16)) mod chunks`.
+///
+/// Each sample is drawn on its own, with replacement, so a contract recomputes one index with one
+/// keccak and one `mod` and no loop; the bias of reducing 256 bits modulo at most 2^34 chunks is
+/// below 2^-220.
+pub fn sample_index(
+    beacon: &[u8; 32],
+    deal: &DealId,
+    slot: u16,
+    epoch: u64,
+    k: u16,
+    chunks: u64,
+) -> u64 {
+    let draw = crate::commit::keccak(&[
+        SAMPLE_TAG,
+        beacon,
+        deal.as_bytes(),
+        &slot.to_be_bytes(),
+        &epoch.to_be_bytes(),
+        &k.to_be_bytes(),
+    ]);
+    mod_be(&draw, chunks.max(1))
+}
+
+/// A big-endian 256-bit number modulo `n`.
+fn mod_be(x: &[u8; 32], n: u64) -> u64 {
+    let n = u128::from(n);
+    x.chunks(8).fold(0u128, |r, limb| {
+        let limb = u64::from_be_bytes(limb.try_into().expect("8 bytes"));
+        ((r << 64) | u128::from(limb)) % n
+    }) as u64
+}
+
+/// Why a committed sample leaf does not answer its challenge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SampleError {
+    #[error("sample {k} is beyond the {samples} samples a slot owes per epoch")]
+    NoSuchSample { k: u16, samples: u16 },
+    #[error("sample is for chunk {got}, the challenge asked for chunk {want}")]
+    WrongIndex { got: u64, want: u64 },
+    #[error("chunk {index}: {source}")]
+    Chunk { index: u64, source: TreeError },
+}
+
+/// Checks that `leaf` answers its challenge in `epoch`: its sample number is one of the `samples`
+/// owed, its chunk index is [`sample_index`] and its chunk leads to the slot's BLAKE3 `root`.
+pub fn verify_sample(
+    leaf: &crate::commit::SampleLeaf,
+    beacon: &[u8; 32],
+    epoch: u64,
+    samples: u16,
+    shape: &TreeShape,
+    root: &blake3::Hash,
+) -> Result<(), SampleError> {
+    let key = &leaf.key;
+    if key.k >= samples {
+        return Err(SampleError::NoSuchSample { k: key.k, samples });
+    }
+    let want = sample_index(beacon, &key.deal, key.slot, epoch, key.k, shape.chunks());
+    if leaf.index != want {
+        return Err(SampleError::WrongIndex {
+            got: leaf.index,
+            want,
+        });
+    }
+    leaf.chunk_proof()
+        .verify(shape, root)
+        .map_err(|source| SampleError::Chunk {
+            index: want,
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +255,36 @@ mod tests {
         }
         let small = Challenge::derive(&[1; 32], &deal, 0, 0, 5, 16);
         assert_eq!(small.indices.len(), 5);
+    }
+
+    #[test]
+    fn sample_indices_are_the_keccak_draw_modulo_the_chunks() {
+        let deal = DealId([3; 32]);
+        let draw = crate::commit::keccak(&[
+            SAMPLE_TAG,
+            &[1; 32],
+            deal.as_bytes(),
+            &2u16.to_be_bytes(),
+            &7u64.to_be_bytes(),
+            &5u16.to_be_bytes(),
+        ]);
+        // The same reduction as an EVM's `uint256 % chunks`, done by long division on bytes.
+        for chunks in [1u64, 64, 1 << 20, (1 << 34) - 3, u64::MAX] {
+            let mut r: u128 = 0;
+            for byte in draw {
+                r = ((r << 8) | u128::from(byte)) % u128::from(chunks);
+            }
+            assert_eq!(sample_index(&[1; 32], &deal, 2, 7, 5, chunks), r as u64);
+        }
+        let a = sample_index(&[1; 32], &deal, 2, 7, 5, 1 << 40);
+        for other in [
+            sample_index(&[2; 32], &deal, 2, 7, 5, 1 << 40),
+            sample_index(&[1; 32], &DealId([4; 32]), 2, 7, 5, 1 << 40),
+            sample_index(&[1; 32], &deal, 3, 7, 5, 1 << 40),
+            sample_index(&[1; 32], &deal, 2, 8, 5, 1 << 40),
+            sample_index(&[1; 32], &deal, 2, 7, 6, 1 << 40),
+        ] {
+            assert_ne!(a, other);
+        }
     }
 }
