@@ -70,6 +70,16 @@ atlas_install_deps() {
   fi
 }
 
+# The Solidity compiler (solc-js) and, later, anvil come from the npm registry, pinned by
+# contracts/package-lock.json and installed into contracts/node_modules.
+atlas_install_contract_deps() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    atlas_apt_install "to compile the contracts" nodejs npm
+  fi
+  say "installing the contracts' npm packages (pinned by contracts/package-lock.json)"
+  (cd "$ATLAS_ROOT/contracts" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 # Builds the atlas binary (release: the same profile tests and benchmarks use, so RocksDB is
 # compiled once per target folder).
 atlas_build() {

@@ -8,6 +8,9 @@ cd "$ATLAS_ROOT"
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
+say "contracts: a fresh compile matches contracts/out"
+bash scripts/contracts.sh --check
+
 say "cargo clippy (release profile, -D warnings)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 
