@@ -5,7 +5,9 @@
 use atlas_evm::abi::{call, uint_at, word_at, Token};
 use atlas_evm::{account, Address, Host};
 use atlas_protocol::challenge::sample_index;
-use atlas_protocol::commit::{verify_path, EpochTree, LeafHeader, LeafKey};
+use atlas_protocol::commit::{
+    verify_gap, verify_path, CommitError, EpochTree, LeafHeader, LeafKey, Placed,
+};
 use atlas_protocol::tree::{
     subtree_cv, ChunkProof, Outboard, TreeShape, CHUNK_LEN, GROUP_LEN, GROUP_LOG,
 };
@@ -113,8 +115,9 @@ proptest! {
         beacon in any::<[u8; 32]>(),
         chunks in 1u64..(1 << 34),
         pick in any::<prop::sample::Index>(),
+        probe in (0u8..3, 0u16..4, 0u16..16),
     ) {
-        let (mut host, probe) = deployed("EpochCommitProbe");
+        let (mut host, probe_at) = deployed("EpochCommitProbe");
         let hs: Vec<LeafHeader> = keys
             .iter()
             .map(|&(d, slot, k)| {
@@ -128,7 +131,7 @@ proptest! {
             .collect();
         let tree = EpochTree::build(epoch, &hs).expect("sorted");
         let h = hs[pick.index(hs.len())];
-        let got = host.call(account(2), probe, call(
+        let got = host.call(account(2), probe_at, call(
             "sampleIndex(bytes32,bytes32,uint16,uint64,uint16,uint64)",
             &[
                 Token::b32(beacon),
@@ -150,7 +153,7 @@ proptest! {
             Token::uint(h.index.into()),
             Token::b32(h.digest),
         ]);
-        let got = host.call(account(2), probe, call(
+        let got = host.call(account(2), probe_at, call(
             "leafHash(((bytes32,uint16,uint16),uint64,bytes32),uint64)",
             &[header, Token::uint(epoch.into())],
         ));
@@ -164,7 +167,7 @@ proptest! {
                 path[0][0] ^= 1;
             }
             let rust = verify_path(&tree.root(), tree.count(), p, hs[p as usize].hash(epoch), &path);
-            let got = host.call(account(2), probe, call(
+            let got = host.call(account(2), probe_at, call(
                 "verifyPath(bytes32,uint32,uint32,bytes32,bytes32[])",
                 &[
                     Token::b32(tree.root()),
@@ -183,5 +186,63 @@ proptest! {
             };
             prop_assert_eq!(uint_at(got.returned(), 0), code);
         }
+
+        // A gap proof for a probe key, honest neighbours or shifted ones: the same verdict.
+        let key = LeafKey { deal: DealId([probe.0; 32]), slot: probe.1, k: probe.2 };
+        let at = hs.partition_point(|h| h.key < key) as u32;
+        for (l, r) in [
+            (at.checked_sub(1), (at < tree.count()).then_some(at)),
+            (at.checked_sub(2), (at < tree.count()).then_some(at)),
+            (None, (at < tree.count()).then_some(at)),
+            (at.checked_sub(1), None),
+        ] {
+            let place = |p: u32| Placed { position: p, header: hs[p as usize], path: tree.path(p).expect("in range") };
+            let (left, right) = (l.map(place), r.map(place));
+            let rust = verify_gap(&tree.root(), tree.count(), epoch, &key, left.as_ref(), right.as_ref());
+            let code = match rust {
+                Ok(()) => 0,
+                Err(CommitError::OutOfRange { .. }) => 1,
+                Err(CommitError::WrongPathLength { .. }) => 2,
+                Err(CommitError::RootMismatch) => 3,
+                Err(CommitError::NotAdjacent) => 4,
+                Err(CommitError::NotBracketed) => 5,
+                Err(e) => panic!("unexpected {e}"),
+            };
+            let empty = Placed { position: 0, header: hs[0], path: Vec::new() };
+            let got = host.call(account(2), probe_at, call(
+                "verifyGap(bytes32,uint32,uint64,(bytes32,uint16,uint16),bool,(uint32,((bytes32,uint16,uint16),uint64,bytes32),bytes32[]),bool,(uint32,((bytes32,uint16,uint16),uint64,bytes32),bytes32[]))",
+                &[
+                    Token::b32(tree.root()),
+                    Token::uint(tree.count().into()),
+                    Token::uint(epoch.into()),
+                    key_token(&key),
+                    Token::bool(left.is_some()),
+                    placed_token(left.as_ref().unwrap_or(&empty)),
+                    Token::bool(right.is_some()),
+                    placed_token(right.as_ref().unwrap_or(&empty)),
+                ],
+            ));
+            prop_assert_eq!(uint_at(got.returned(), 0), code, "left {:?} right {:?}", l, r);
+        }
     }
+}
+
+fn key_token(k: &LeafKey) -> Token {
+    Token::Tuple(vec![
+        Token::b32(k.deal.0),
+        Token::uint(k.slot.into()),
+        Token::uint(k.k.into()),
+    ])
+}
+
+fn placed_token(p: &Placed) -> Token {
+    Token::Tuple(vec![
+        Token::uint(p.position.into()),
+        Token::Tuple(vec![
+            key_token(&p.header.key),
+            Token::uint(p.header.index.into()),
+            Token::b32(p.header.digest),
+        ]),
+        Token::b32s(&p.path),
+    ])
 }
