@@ -8,7 +8,7 @@ atlas_install_deps
 cd "$ATLAS_ROOT"
 if [ "${1:-}" = "--gas" ]; then
   say "cargo build (release): atlas-gas"
-  cargo build --release --locked --workspace --bins
+  cargo build --release --locked --workspace --bins --features atlas-evm/gas-bench
   exec "$CARGO_TARGET_DIR/release/atlas-gas"
 fi
 atlas_build

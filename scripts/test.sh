@@ -12,7 +12,7 @@ say "contracts: a fresh compile matches contracts/out"
 bash scripts/contracts.sh --check
 
 say "cargo clippy (release profile, -D warnings)"
-cargo clippy --release --locked --workspace --all-targets -- -D warnings
+cargo clippy --release --locked --workspace --all-targets --features atlas-evm/gas-bench -- -D warnings
 
 say "cargo test (release profile)"
 log="$(mktemp)"
