@@ -28,12 +28,7 @@ fn slot(len: usize, seed: u8) -> Vec<u8> {
 
 fn chunk_proof(bytes: &[u8], ob: &Outboard, shape: &TreeShape, index: u64) -> ChunkProof {
     let g = index >> GROUP_LOG;
-    let upper = shape
-        .sibling_nodes(GROUP_LOG, g)
-        .expect("in range")
-        .into_iter()
-        .map(|(l, i)| ob.node(l, i).expect("in range"))
-        .collect();
+    let upper = ob.siblings(GROUP_LOG, g).expect("in range");
     let group = &bytes[(g * GROUP_LEN) as usize..((g + 1) * GROUP_LEN) as usize];
     ChunkProof::build(shape, index, group, upper).expect("in range")
 }

@@ -215,13 +215,13 @@ pub fn verify_sample(
         return Err(SampleError::NoSuchSample { k: key.k, samples });
     }
     let want = sample_index(beacon, &key.deal, key.slot, epoch, key.k, shape.chunks());
-    if leaf.index != want {
+    if leaf.proof.index != want {
         return Err(SampleError::WrongIndex {
-            got: leaf.index,
+            got: leaf.proof.index,
             want,
         });
     }
-    leaf.chunk_proof()
+    leaf.proof
         .verify(shape, root)
         .map_err(|source| SampleError::Chunk {
             index: want,

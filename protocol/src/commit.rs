@@ -19,7 +19,7 @@
 //! ```
 
 use crate::id::DealId;
-use crate::tree::Cv;
+use crate::tree::ChunkProof;
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Keccak256};
 use std::cmp::Ordering;
@@ -78,23 +78,20 @@ impl LeafHeader {
     }
 }
 
-/// One sample of a provider's epoch proof: a 1 KiB chunk of a slot with the sibling CVs that lead
-/// from it to the slot's BLAKE3 root (as in [`crate::tree::ChunkProof`]).
+/// One sample of a provider's epoch proof: which sample it is, and the 1 KiB chunk with the
+/// sibling CVs that lead from it to the slot's BLAKE3 root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SampleLeaf {
     pub key: LeafKey,
-    pub index: u64,
-    #[serde(with = "crate::tree::serde_bytes_vec")]
-    pub chunk: Vec<u8>,
-    pub siblings: Vec<Cv>,
+    pub proof: ChunkProof,
 }
 
 impl SampleLeaf {
     /// keccak of the chunk and its sibling CVs.
     pub fn digest(&self) -> Hash32 {
         let mut h = Keccak256::new();
-        h.update(&self.chunk);
-        for s in &self.siblings {
+        h.update(&self.proof.chunk);
+        for s in &self.proof.siblings {
             h.update(s);
         }
         h.finalize().into()
@@ -103,7 +100,7 @@ impl SampleLeaf {
     pub fn header(&self) -> LeafHeader {
         LeafHeader {
             key: self.key,
-            index: self.index,
+            index: self.proof.index,
             digest: self.digest(),
         }
     }
@@ -111,15 +108,6 @@ impl SampleLeaf {
     /// The leaf's hash in the commitment for `epoch`.
     pub fn hash(&self, epoch: u64) -> Hash32 {
         self.header().hash(epoch)
-    }
-
-    /// The chunk and its siblings as a BLAKE3 inclusion proof.
-    pub fn chunk_proof(&self) -> crate::tree::ChunkProof {
-        crate::tree::ChunkProof {
-            index: self.index,
-            chunk: self.chunk.clone(),
-            siblings: self.siblings.clone(),
-        }
     }
 }
 

@@ -180,20 +180,10 @@ fn honest_leaf(
 ) -> SampleLeaf {
     let index = sample_index(beacon, &key.deal, key.slot, epoch, key.k, shape.chunks());
     let group = index >> GROUP_LOG;
-    let upper = shape
-        .sibling_nodes(GROUP_LOG, group)
-        .expect("well formed")
-        .into_iter()
-        .map(|(l, i)| ob.node(l, i).expect("well formed"))
-        .collect();
+    let upper = ob.siblings(GROUP_LOG, group).expect("in range");
     let g = &bytes[(group * GROUP_LEN) as usize..((group + 1) * GROUP_LEN) as usize];
-    let proof = ChunkProof::build(shape, index, g, upper).expect("well formed");
-    SampleLeaf {
-        key,
-        index,
-        chunk: proof.chunk,
-        siblings: proof.siblings,
-    }
+    let proof = ChunkProof::build(shape, index, g, upper).expect("in range");
+    SampleLeaf { key, proof }
 }
 
 #[test]
@@ -248,16 +238,16 @@ fn honest_samples_verify_and_a_wrong_chunk_index_or_epoch_is_caught() {
     ));
     // A chunk it does not have, garbage in its place, or a sibling off by one bit.
     let mut garbage = leaf.clone();
-    garbage.chunk[100] ^= 0x40;
+    garbage.proof.chunk[100] ^= 0x40;
     assert!(matches!(
         verify_sample(&garbage, &beacon, epoch, 16, &shape, &root),
         Err(SampleError::Chunk { .. })
     ));
     let mut bad_sibling = leaf.clone();
-    bad_sibling.siblings[0][0] ^= 1;
+    bad_sibling.proof.siblings[0][0] ^= 1;
     assert!(verify_sample(&bad_sibling, &beacon, epoch, 16, &shape, &root).is_err());
     let mut short = leaf.clone();
-    short.chunk.truncate(1000);
+    short.proof.chunk.truncate(1000);
     assert!(verify_sample(&short, &beacon, epoch, 16, &shape, &root).is_err());
     // Another slot's root.
     let (_, _, other_root) = slot(5 * 64 * 1024 + 64 * 1024);

@@ -21,7 +21,6 @@ mod outboard;
 mod proof;
 
 pub use outboard::Outboard;
-pub(crate) use proof::serde_bytes_vec;
 pub use proof::{shard_level, verify_shard, ChunkProof, VerifiedShard};
 
 /// A 32-byte BLAKE3 chaining value of a non-root subtree.

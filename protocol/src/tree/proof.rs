@@ -203,7 +203,7 @@ pub fn shard_level(shard_size: u64) -> u32 {
     (shard_size / CHUNK_LEN).trailing_zeros()
 }
 
-pub(crate) mod serde_bytes_vec {
+mod serde_bytes_vec {
     //! Serialize `Vec<u8>` as one byte string rather than a sequence of integers.
     use serde::{Deserializer, Serializer};
 
