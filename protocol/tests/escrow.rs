@@ -38,6 +38,8 @@ struct Stored {
     accounts: BTreeMap<PublicKey, atlas_protocol::escrow::Account>,
     providers: BTreeMap<PublicKey, atlas_protocol::escrow::Provider>,
     deals: BTreeMap<DealId, atlas_protocol::escrow::Deal>,
+    books:
+        BTreeMap<atlas_protocol::escrow::books::BookKey, atlas_protocol::escrow::books::BookRecord>,
     terms: BTreeMap<DealId, std::sync::Arc<atlas_protocol::escrow::DealTerms>>,
 }
 
@@ -215,6 +217,7 @@ impl World {
         self.check_indices();
         apply_changes(&mut self.stored.accounts, changes.accounts);
         apply_changes(&mut self.stored.providers, changes.providers);
+        apply_changes(&mut self.stored.books, changes.books);
         for (id, state) in changes.deals {
             match state {
                 Some(bytes) => {
@@ -238,6 +241,7 @@ impl World {
             self.stored.accounts.clone(),
             self.stored.providers.clone(),
             self.stored.deals.clone(),
+            self.stored.books.clone(),
         );
         assert!(
             rebuilt == self.escrow,

@@ -8,6 +8,7 @@
 //! its changing state, rewritten whenever a block changes it.
 
 use atlas_protocol::chain::Block;
+use atlas_protocol::escrow::books::{BookKey, BookRecord};
 use atlas_protocol::escrow::state::{Changes, Meta};
 use atlas_protocol::escrow::SignedTx;
 use atlas_protocol::escrow::{Account, Deal, DealState, DealTerms, Escrow, Provider};
@@ -31,7 +32,7 @@ const CF_STATE: &str = "state";
 const CF_ARCHIVE: &str = "archive";
 /// The state's record layout; a database without it was written by an older version.
 const LAYOUT_KEY: &[u8] = b"layout";
-const LAYOUT: u32 = 2;
+const LAYOUT: u32 = 3;
 const GENESIS_KEY: &[u8] = b"genesis";
 
 /// Settings fixed when the chain starts.
@@ -64,7 +65,8 @@ enum HeadRecord {
 }
 
 /// One record of the escrow state, in `CF_STATE` under `m` (the scalar part), or a kind byte
-/// (`a` account, `p` provider, `t` a deal's terms) and the record's 32-byte key. A block writes
+/// (`a` account, `p` provider, `t` a deal's terms) and the record's 32-byte key, or `b` and a
+/// provider's book record's [`BookKey::to_bytes`]. A block writes
 /// only the records it changed. A deal's state (`d` and its key) is not one of these: it is
 /// [`DEAL_STATE_V1`] followed by the bytes the state root hashed ([`Deal::encode_state`]).
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +79,7 @@ enum StateRecord {
     #[allow(dead_code)]
     RetiredDealV1(()),
     DealTermsV1(DealTerms),
+    BookV1(BookRecord),
 }
 
 /// The version byte that leads a deal's state record.
@@ -92,6 +95,7 @@ enum StateRecordRef<'a> {
     #[allow(dead_code)]
     RetiredDealV1(()),
     DealTermsV1(&'a DealTerms),
+    BookV1(&'a BookRecord),
 }
 
 /// An ended deal as archived.
@@ -199,7 +203,8 @@ impl LedgerStore {
         let HeadRecord::V1 { height, head_hash } = postcard::from_bytes(&bytes)
             .map_err(|e| LedgerStoreError::Corrupt(format!("head: {e}")))?;
         let mut meta = None;
-        let (mut accounts, mut providers, mut terms, mut states) = (
+        let (mut accounts, mut providers, mut terms, mut states, mut books) = (
+            BTreeMap::new(),
             BTreeMap::new(),
             BTreeMap::new(),
             BTreeMap::new(),
@@ -237,6 +242,13 @@ impl LedgerStore {
                 StateRecord::DealTermsV1(t) => {
                     terms.insert(DealId(key()?), Arc::new(t));
                 }
+                StateRecord::BookV1(r) => {
+                    let key = k
+                        .get(1..)
+                        .and_then(BookKey::from_bytes)
+                        .ok_or_else(|| LedgerStoreError::Corrupt("book key".into()))?;
+                    books.insert(key, r);
+                }
                 StateRecord::RetiredDealV1(()) => {
                     return Err(LedgerStoreError::Corrupt("a retired deal record".into()))
                 }
@@ -253,7 +265,7 @@ impl LedgerStore {
         Ok(Some(Resume {
             height,
             head_hash,
-            escrow: Escrow::from_parts(meta, accounts, providers, deals),
+            escrow: Escrow::from_parts(meta, accounts, providers, deals, books),
         }))
     }
 
@@ -339,6 +351,16 @@ impl LedgerStore {
             match v {
                 Some(p) => batch.put_cf(state, key, enc(&StateRecordRef::ProviderV1(p))),
                 None => batch.delete_cf(state, key),
+            }
+        }
+        let mut book_key = Vec::with_capacity(1 + BookKey::LEN);
+        for (k, v) in &changes.books {
+            book_key.clear();
+            book_key.push(b'b');
+            book_key.extend_from_slice(&k.to_bytes());
+            match v {
+                Some(r) => batch.put_cf(state, &book_key, enc(&StateRecordRef::BookV1(r))),
+                None => batch.delete_cf(state, &book_key),
             }
         }
         for (k, t) in &changes.opened {

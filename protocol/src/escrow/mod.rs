@@ -13,11 +13,15 @@
 //! By concept: `types` (the records: parameters, accounts, providers, deals, slots, events),
 //! `error` (why a transaction is refused), `rules` (what each transaction does), `settlement`
 //! (the epoch boundary), `index` (derived look-ups over live deals), `state` (change tracking and
-//! the incremental state root), `tx` (signed transactions); this file holds the state and its
-//! accessors.
+//! the incremental state root), `tx` (signed transactions), and for the committed rules `pool`
+//! (a provider's locked collateral as shares) and `epochs` (good-epoch words and rate changes);
+//! this file holds the state and its accessors.
 
+pub mod books;
+pub mod epochs;
 mod error;
 mod index;
+pub mod pool;
 mod rules;
 mod settlement;
 pub mod state;
@@ -62,6 +66,8 @@ pub struct Escrow {
     accounts: Tracked<PublicKey, Account>,
     providers: Tracked<PublicKey, Provider>,
     deals: Tracked<DealId, Deal>,
+    /// The providers' books (committed rules): commits, good-epoch words, rate changes, audits.
+    books: books::Books,
     /// The live deals of each object, for rules that hold per object rather than per deal.
     /// Derived from `deals` (rebuilt on load), so not part of the state root.
     objects: BTreeMap<ObjectId, BTreeSet<DealId>>,
@@ -85,6 +91,7 @@ impl PartialEq for Escrow {
             && self.accounts == other.accounts
             && self.providers == other.providers
             && self.deals == other.deals
+            && self.books == other.books
     }
 }
 
@@ -111,6 +118,7 @@ impl Escrow {
             accounts: Tracked::default(),
             providers: Tracked::default(),
             deals: Tracked::default(),
+            books: Tracked::default(),
             objects: BTreeMap::new(),
             indices: Indices::default(),
             opened: Vec::new(),
@@ -126,6 +134,7 @@ impl Escrow {
         accounts: BTreeMap<PublicKey, Account>,
         providers: BTreeMap<PublicKey, Provider>,
         deals: BTreeMap<DealId, Deal>,
+        books: BTreeMap<books::BookKey, books::BookRecord>,
     ) -> Self {
         let mut objects: BTreeMap<ObjectId, BTreeSet<DealId>> = BTreeMap::new();
         let mut indices = Indices::default();
@@ -142,6 +151,7 @@ impl Escrow {
             accounts: Tracked::from_map(accounts),
             providers: Tracked::from_map(providers),
             deals: Tracked::from_map(deals),
+            books: Tracked::from_map(books),
             objects,
             indices,
             opened: Vec::new(),
@@ -167,11 +177,13 @@ impl Escrow {
     /// call (what a store must write). The first call after [`Escrow::new`] or
     /// [`Escrow::from_parts`] hashes every record once; after that only what changed.
     pub fn take_changes(&mut self) -> ([u8; 32], state::Changes) {
-        let (a, p, d) = (
+        let (a, p, d, b) = (
             self.accounts.take_dirty(),
             self.providers.take_dirty(),
             self.deals.take_dirty(),
+            self.books.take_dirty(),
         );
+        self.commitment.books.update(b'b', self.books.map(), &b);
         self.commitment
             .accounts
             .update(b'a', self.accounts.map(), &a);
@@ -192,6 +204,10 @@ impl Escrow {
                 .map(|k| (k, self.providers.get(&k).cloned()))
                 .collect(),
             deals,
+            books: b
+                .into_iter()
+                .map(|k| (k, self.books.get(&k).cloned()))
+                .collect(),
             opened: std::mem::take(&mut self.opened),
             ended: std::mem::take(&mut self.ended),
             meta,
@@ -293,6 +309,10 @@ impl Escrow {
     pub fn deals(&self) -> &BTreeMap<DealId, Deal> {
         self.deals.map()
     }
+    /// The providers' books (committed rules).
+    pub fn books(&self) -> &BTreeMap<books::BookKey, books::BookRecord> {
+        self.books.map()
+    }
 
     /// The state root block headers commit to (see [`state`]); forgets which records changed.
     pub fn state_root(&mut self) -> [u8; 32] {
@@ -302,14 +322,28 @@ impl Escrow {
     /// Every token in existence, wherever it sits. Equals [`Escrow::minted`].
     pub fn total_supply(&self) -> Amount {
         let balances: Amount = self.accounts.map().values().map(|a| a.balance).sum();
-        let pools: Amount = self.providers.map().values().map(|p| p.collateral).sum();
+        let pools: Amount = self
+            .providers
+            .map()
+            .values()
+            .map(|p| p.collateral + p.stake.locked + p.streamed)
+            .sum();
+        let bonds: Amount = self
+            .books
+            .map()
+            .values()
+            .map(|r| match r {
+                books::BookRecord::Audit(a) => a.demands.iter().map(|d| d.bond).sum(),
+                _ => 0,
+            })
+            .sum();
         let deals: Amount = self
             .deals
             .map()
             .values()
             .map(|d| d.escrow + d.reserve + d.slots.iter().map(|s| s.collateral).sum::<Amount>())
             .sum();
-        balances + pools + deals + self.forfeited
+        balances + pools + deals + bonds + self.forfeited
     }
 
     /// The id a deal opened by `creator` with `nonce` gets.

@@ -52,6 +52,16 @@ impl Escrow {
                         price: *price,
                         collateral: *collateral,
                         exiting_since: None,
+                        evm: None,
+                        stake: pool::Pool::default(),
+                        streamed: 0,
+                        settled: self.epoch,
+                        generation: 0,
+                        generations: Vec::new(),
+                        last_commit: None,
+                        miss_streak: 0,
+                        last_missed: None,
+                        tenures: 0,
                     },
                 );
             }
@@ -381,6 +391,9 @@ impl Escrow {
                 repairs: 0,
                 bounty_due: false,
                 failed_by: None,
+                shares: 0,
+                tenure: None,
+                closing: Vec::new(),
             })
             .collect::<Vec<_>>();
         self.objects.entry(object).or_default().insert(id);

@@ -5,12 +5,13 @@
 //!   key picks one of 256 buckets), so the state root is recomputed only for changed buckets.
 //! - [`Changes`] are the records a block changed, for a store to write and nothing more.
 //!
-//! The state root is `BLAKE3("atlas/state/v2" || meta || 256 account bucket hashes || 256
-//! provider bucket hashes || 256 deal bucket hashes)`. A bucket hash is `BLAKE3("atlas/bucket/v1"
+//! The state root is `BLAKE3("atlas/state/v3" || meta || 256 account bucket hashes || 256
+//! provider bucket hashes || 256 deal bucket hashes || 256 book bucket hashes)`. A bucket hash is `BLAKE3("atlas/bucket/v1"
 //! || the leaf hashes of its records in key order)`, and a record's leaf is `BLAKE3(
 //! "atlas/leaf/v1" || kind || key || postcard(record))`; a deal's record is its terms' digest
 //! followed by its changing state (so the terms, which hold the manifest, are hashed once).
 
+use super::books::{BookKey, BookRecord};
 use super::{Account, Deal, DealTerms, Params, Provider};
 use crate::id::DealId;
 use crate::sign::PublicKey;
@@ -106,15 +107,18 @@ impl<K: Ord + Copy, V> Tracked<K, V> {
     }
 }
 
-/// A 32-byte record key: its bytes pick its bucket.
+/// A record key: its bytes name it in its leaf hash, and the first of them picks its bucket.
 pub trait RecordKey: Ord + Copy {
-    fn key_bytes(&self) -> [u8; 32];
+    fn key_bytes(&self) -> impl AsRef<[u8]>;
     /// The smallest key in bucket `b`.
     fn bucket_start(b: u8) -> Self;
+    fn bucket(&self) -> u8 {
+        self.key_bytes().as_ref()[0]
+    }
 }
 
 impl RecordKey for PublicKey {
-    fn key_bytes(&self) -> [u8; 32] {
+    fn key_bytes(&self) -> impl AsRef<[u8]> {
         self.0
     }
     fn bucket_start(b: u8) -> Self {
@@ -125,13 +129,22 @@ impl RecordKey for PublicKey {
 }
 
 impl RecordKey for DealId {
-    fn key_bytes(&self) -> [u8; 32] {
+    fn key_bytes(&self) -> impl AsRef<[u8]> {
         self.0
     }
     fn bucket_start(b: u8) -> Self {
         let mut k = [0u8; 32];
         k[0] = b;
         DealId(k)
+    }
+}
+
+impl RecordKey for BookKey {
+    fn key_bytes(&self) -> impl AsRef<[u8]> {
+        self.to_bytes()
+    }
+    fn bucket_start(b: u8) -> Self {
+        BookKey::word(PublicKey::bucket_start(b), 0)
     }
 }
 
@@ -161,7 +174,7 @@ fn leaf<K: RecordKey>(kind: u8, k: &K, parts: &[&[u8]]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"atlas/leaf/v1\0");
     h.update(&[kind]);
-    h.update(&k.key_bytes());
+    h.update(k.key_bytes().as_ref());
     for p in parts {
         h.update(p);
     }
@@ -217,7 +230,7 @@ impl<K: RecordKey> MapCommitment<K> {
                         self.leaves.remove(k);
                     }
                 }
-                touched.insert(k.key_bytes()[0]);
+                touched.insert(k.bucket());
             }
         }
         for b in touched {
@@ -226,7 +239,7 @@ impl<K: RecordKey> MapCommitment<K> {
             for (_, l) in self
                 .leaves
                 .range(K::bucket_start(b)..)
-                .take_while(|(k, _)| k.key_bytes()[0] == b)
+                .take_while(|(k, _)| k.bucket() == b)
             {
                 h.update(l);
             }
@@ -256,6 +269,7 @@ pub struct Commitment {
     pub accounts: MapCommitment<PublicKey>,
     pub providers: MapCommitment<PublicKey>,
     pub deals: MapCommitment<DealId>,
+    pub books: MapCommitment<BookKey>,
     /// Each live deal's terms digest.
     terms: BTreeMap<DealId, [u8; 32]>,
 }
@@ -289,12 +303,13 @@ impl Commitment {
 
     pub fn root(&self, meta: &Meta) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
-        h.update(b"atlas/state/v2\0");
+        h.update(b"atlas/state/v3\0");
         h.update(&encode(meta));
         for buckets in [
             self.accounts.buckets(),
             self.providers.buckets(),
             self.deals.buckets(),
+            self.books.buckets(),
         ] {
             for b in buckets {
                 h.update(b);
@@ -312,6 +327,8 @@ pub struct Changes {
     pub providers: Vec<(PublicKey, Option<Provider>)>,
     /// Each changed deal's encoded state ([`Deal::encode_state`]), `None` where it left.
     pub deals: Vec<(DealId, Option<Vec<u8>>)>,
+    /// Each changed record of the providers' books (committed rules).
+    pub books: Vec<(BookKey, Option<BookRecord>)>,
     /// Deals opened by the block: their terms are new (a store writes terms once).
     pub opened: Vec<(DealId, std::sync::Arc<DealTerms>)>,
     /// Deals that ended and left the live state (also listed in `deals` as removed), in their

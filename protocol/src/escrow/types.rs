@@ -38,6 +38,34 @@ pub struct Params {
     /// The least collateral a provider registers with (its bond): each registration, and the
     /// ledger state it takes, costs this much locked capital.
     pub min_provider_collateral: Amount,
+    /// Which rules settle proofs: every proof checked by the ledger, or one commit per provider
+    /// per epoch checked by watchers (see `docs/proposals/settlement-v2.md`).
+    pub rules: RulesVersion,
+    /// Committed rules: epochs after an epoch in which it may be disputed, demanded or marked
+    /// missed.
+    pub dispute_epochs: u64,
+    /// Committed rules: epochs a provider has to reveal a demanded sample.
+    pub reveal_epochs: u64,
+    /// Committed rules: the reporter's share of a slash, in basis points.
+    pub reward_bps: u32,
+    /// Committed rules: the least reward a successful report earns (taken first from the slash),
+    /// enough to pay for the report's gas on a chain.
+    pub min_reward: Amount,
+    /// Committed rules: what a dispute stakes; it goes to the provider if the sample was valid.
+    pub dispute_bond: Amount,
+    /// Committed rules: what a demand stakes; it goes to the provider when it reveals.
+    pub demand_bond: Amount,
+}
+
+/// Which settlement rules a ledger runs; fixed at genesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RulesVersion {
+    /// Every slot's proof is submitted and verified by the ledger, and every epoch boundary
+    /// settles every deal.
+    PerSlot,
+    /// Each provider commits once per epoch to all its samples; watchers check and dispute;
+    /// payment is settled lazily.
+    Committed,
 }
 
 impl Params {
@@ -58,7 +86,21 @@ impl Params {
                 .saturating_mul(slot_len as u128),
             GIB,
         );
-        by_price.max(floor)
+        let collateral = by_price.max(floor);
+        match self.rules {
+            RulesVersion::PerSlot => collateral,
+            // Every slot pays for its own dispute: the reward and the disputer's bond.
+            RulesVersion::Committed => {
+                collateral.max(self.min_reward.saturating_add(self.dispute_bond))
+            }
+        }
+    }
+
+    /// Committed rules: the first epoch after which nothing about epoch `e` can change any more
+    /// (its disputes, demands and reveals are over).
+    pub fn final_after(&self, e: u64) -> u64 {
+        e.saturating_add(self.dispute_epochs)
+            .saturating_add(self.reveal_epochs)
     }
 
     /// The epoch by which a slot of `slot_len` bytes assigned or claimed in `epoch` must be accepted.
@@ -88,6 +130,13 @@ impl Default for Params {
             // A provider with the default 1,000,000 collateral can take 10 GiB of slots.
             collateral_floor_per_gib: 100_000,
             min_provider_collateral: 100_000,
+            rules: RulesVersion::PerSlot,
+            dispute_epochs: 6,
+            reveal_epochs: 3,
+            reward_bps: 2_000,
+            min_reward: 1_000,
+            dispute_bond: 1_000,
+            demand_bond: 2_000,
         }
     }
 }
@@ -114,6 +163,50 @@ pub struct Provider {
     pub collateral: Amount,
     /// The epoch `ExitProvider` was accepted in.
     pub exiting_since: Option<u64>,
+    /// The rest is kept by the committed rules only (zero under the per-slot rules).
+    ///
+    /// The provider's EVM account, on a chain; `None` on the devnet.
+    pub evm: Option<[u8; 20]>,
+    /// Collateral locked by its slots, as one pool its slots own shares of.
+    pub stake: super::pool::Pool,
+    /// Prices streamed in by accepted slots and not yet paid out or refunded.
+    pub streamed: Amount,
+    /// Every epoch below this has been paid for.
+    pub settled: u64,
+    /// The current generation: a failure ends it, and the slots it held with it.
+    pub generation: u32,
+    /// Generations with epochs not yet paid, oldest first.
+    pub generations: Vec<Generation>,
+    /// The last epoch it committed for.
+    pub last_commit: Option<u64>,
+    /// Consecutive missed commits marked, and the epoch of the last one.
+    pub miss_streak: u32,
+    pub last_missed: Option<u64>,
+    /// Tenures not yet finalized, open or closed.
+    pub tenures: u32,
+}
+
+/// One generation of a provider's slots: they all end together when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub id: u32,
+    /// The epoch its tenures closed at (a failure, or an exit's handover); `None` while current.
+    pub end: Option<u64>,
+    /// What one good epoch pays at the provider's `settled` epoch: the rate changes of this
+    /// generation below it, summed.
+    pub rate: Amount,
+}
+
+/// A holder's time on a slot, under the committed rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenure {
+    pub holder: PublicKey,
+    /// The first epoch it owes samples for.
+    pub from: u64,
+    /// The first epoch it no longer owes (`None` while open).
+    pub to: Option<u64>,
+    /// The holder's generation when it accepted.
+    pub generation: u32,
 }
 
 /// Where a slot stands.
@@ -153,6 +246,12 @@ pub struct Slot {
     /// The last holder that lost this slot by failing it (missed proofs, or a claim never
     /// delivered): it may not claim this slot again.
     pub failed_by: Option<PublicKey>,
+    /// Committed rules: the holder's shares of its collateral pool.
+    pub shares: u128,
+    /// Committed rules: the current holder's tenure.
+    pub tenure: Option<Tenure>,
+    /// Committed rules: closed tenures waiting for their last epoch to become final.
+    pub closing: Vec<Tenure>,
 }
 
 /// What a deal fixed when it opened. It never changes, so it is stored and hashed once: what an
