@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! beacon(e) = keccak("atlas/beacon/v2" ‖ e_be64 ‖ beacon(e-1) ‖ mix(e-1) ‖ entropy(e-1))
-//! mix(x)    = XOR of keccak(reveal) over the reveals included during epoch x (0 if none)
+//! mix(x)    = XOR of the reveals included during epoch x (0 if none)
 //! ```
 //!
 //! `entropy(x)` is fixed at the start of epoch x, before any reveal of x exists: on a chain, the hash
@@ -37,14 +37,15 @@ pub fn reveal_commitment(reveal: &Hash32) -> Hash32 {
     keccak(&[reveal])
 }
 
-/// The XOR of every included reveal's hash within one epoch. The order of inclusion does not matter.
+/// The XOR of every reveal included within one epoch. The order of inclusion does not matter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Mix(pub Hash32);
 
 impl Mix {
+    /// Mixes in a reveal. The reveal itself, not its hash: its hash is the commitment published
+    /// an epoch earlier, which would make the mix known before anything is revealed.
     pub fn add(&mut self, reveal: &Hash32) {
-        let h = keccak(&[reveal]);
-        for (m, b) in self.0.iter_mut().zip(h) {
+        for (m, b) in self.0.iter_mut().zip(reveal) {
             *m ^= b;
         }
     }

@@ -153,8 +153,8 @@ library EpochCommit {
         return keccak256(abi.encodePacked("atlas/beacon/v2", epoch, previous, mix, entropy));
     }
 
-    /// The epoch mix after one more reveal: mix XOR keccak(reveal).
+    /// The epoch mix after one more reveal: mix XOR reveal (its hash was public a commit earlier).
     function mixIn(bytes32 mix, bytes32 reveal) internal pure returns (bytes32) {
-        return mix ^ keccak256(abi.encodePacked(reveal));
+        return mix ^ reveal;
     }
 }
