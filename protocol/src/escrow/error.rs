@@ -73,6 +73,26 @@ pub enum EscrowError {
     BondTooSmall { have: Amount, need: Amount },
     #[error("the provider already holds a slot of this object in a live deal")]
     HoldsObject,
+    #[error("this transaction belongs to the other settlement rules than this ledger runs")]
+    Retired,
+    #[error("a commit for epoch {0} is already recorded")]
+    AlreadyCommitted(u64),
+    #[error("the reveal does not open the previous commit")]
+    BadReveal,
+    #[error("epoch {epoch} can no longer be reported (the ledger is in epoch {current})")]
+    WindowClosed { epoch: u64, current: u64 },
+    #[error("epoch {0} is not over yet")]
+    NotOver(u64),
+    #[error("the provider committed for epoch {0}")]
+    NotMissed(u64),
+    #[error("a missed commit for epoch {0} is already marked")]
+    AlreadyMarked(u64),
+    #[error("the slot did not owe samples from this provider in epoch {0}")]
+    NotDue(u64),
+    #[error("epochs up to {up_to} are not final before epoch {final_at}")]
+    NotFinal { up_to: u64, final_at: u64 },
+    #[error("the provider has demands open")]
+    DemandOpen,
 }
 
 /// Checks a provider's addresses: few, short, printable multiaddr text without a `/p2p/` part

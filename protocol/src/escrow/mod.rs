@@ -18,6 +18,7 @@
 //! this file holds the state and its accessors.
 
 pub mod books;
+mod committed;
 pub mod epochs;
 mod error;
 mod index;
@@ -62,6 +63,8 @@ pub struct Escrow {
     chain: ChainId,
     epoch: u64,
     beacon: [u8; 32],
+    /// Committed rules: the XOR of this epoch's checked reveals, mixed into the next beacon.
+    mix: [u8; 32],
     minted: Amount,
     accounts: Tracked<PublicKey, Account>,
     providers: Tracked<PublicKey, Provider>,
@@ -114,6 +117,7 @@ impl Escrow {
             chain,
             epoch: 0,
             beacon,
+            mix: [0; 32],
             minted: 0,
             accounts: Tracked::default(),
             providers: Tracked::default(),
@@ -147,6 +151,7 @@ impl Escrow {
             chain: meta.chain,
             epoch: meta.epoch,
             beacon: meta.beacon,
+            mix: meta.mix,
             minted: meta.minted,
             accounts: Tracked::from_map(accounts),
             providers: Tracked::from_map(providers),
@@ -168,6 +173,7 @@ impl Escrow {
             chain: self.chain,
             epoch: self.epoch,
             beacon: self.beacon,
+            mix: self.mix,
             minted: self.minted,
             forfeited: self.forfeited,
         }

@@ -6,6 +6,9 @@ impl Escrow {
     pub(super) fn execute(&mut self, tx: &Tx) -> Result<(), EscrowError> {
         let signer = tx.signer;
         match &tx.body {
+            TxBody::AcceptSlot { deal, slot } if self.params.rules == RulesVersion::Committed => {
+                self.accept_committed(&signer, deal, *slot)?
+            }
             TxBody::Transfer { to, amount } => {
                 self.debit(&signer, *amount)?;
                 self.credit(to, *amount);
@@ -121,12 +124,34 @@ impl Escrow {
                 s.status = SlotStatus::Active { misses: 0 };
                 s.prove_from = epoch + 1;
             }
+            TxBody::SubmitProof { .. } if self.params.rules == RulesVersion::Committed => {
+                return Err(EscrowError::Retired)
+            }
             TxBody::SubmitProof {
                 deal,
                 slot,
                 epoch,
                 proof,
             } => self.submit_proof(&signer, deal, *slot, *epoch, proof)?,
+            TxBody::Commit {
+                epoch,
+                root,
+                leaves,
+                reveal,
+                next,
+            } => self.commit(&signer, *epoch, root, *leaves, reveal, next)?,
+            TxBody::MarkMissed {
+                provider,
+                epoch,
+                deal,
+                slot,
+            } => self.mark_missed(&signer, provider, *epoch, deal, *slot)?,
+            TxBody::SettleProvider { provider, up_to } => self.settle(provider, *up_to)?,
+            TxBody::FinalizeSlot { deal, slot } => {
+                self.require_committed()?;
+                self.slot(deal, *slot)?;
+                self.normalize_slot(deal, *slot);
+            }
             TxBody::ClaimSlot { deal, slot } => {
                 let epoch = self.epoch;
                 let d = self.live_deal(deal)?;
@@ -244,7 +269,7 @@ impl Escrow {
         Ok(())
     }
 
-    fn live_deal(&self, deal: &DealId) -> Result<&Deal, EscrowError> {
+    pub(super) fn live_deal(&self, deal: &DealId) -> Result<&Deal, EscrowError> {
         let d = self.deals.get(deal).ok_or(EscrowError::UnknownDeal)?;
         if d.ended {
             return Err(EscrowError::DealEnded);
@@ -252,7 +277,7 @@ impl Escrow {
         Ok(d)
     }
 
-    fn slot(&self, deal: &DealId, slot: u16) -> Result<&Slot, EscrowError> {
+    pub(super) fn slot(&self, deal: &DealId, slot: u16) -> Result<&Slot, EscrowError> {
         self.live_deal(deal)?
             .slots
             .get(slot as usize)
@@ -392,6 +417,7 @@ impl Escrow {
                 bounty_due: false,
                 failed_by: None,
                 shares: 0,
+                shares_generation: 0,
                 tenure: None,
                 closing: Vec::new(),
             })

@@ -259,6 +259,8 @@ pub struct Meta {
     pub chain: [u8; 32],
     pub epoch: u64,
     pub beacon: [u8; 32],
+    /// Committed rules: the XOR of the current epoch's checked reveals.
+    pub mix: [u8; 32],
     pub minted: u128,
     pub forfeited: u128,
 }

@@ -76,6 +76,29 @@ pub enum TxBody {
     /// is freed at once for repair, at the cost of one missed proof's slash; the rest of its
     /// collateral returns. It may not claim the slot again.
     ReleaseSlot { deal: DealId, slot: u16 },
+    /// Committed rules: a provider's one commitment for `epoch` (the current one) to every sample
+    /// it owes, as the root over `leaves` sample leaves; `reveal` opens the previous commit's
+    /// `next`, and `next` commits to the reveal of the following epoch.
+    Commit {
+        epoch: u64,
+        root: [u8; 32],
+        leaves: u32,
+        reveal: [u8; 32],
+        next: [u8; 32],
+    },
+    /// Committed rules: `provider` owed samples for `epoch` (slot `slot` of `deal` shows it) and
+    /// sent no commit. Slashes it; the signer gets the reporter's reward.
+    MarkMissed {
+        provider: PublicKey,
+        epoch: u64,
+        deal: DealId,
+        slot: u16,
+    },
+    /// Committed rules: pays `provider` for its good epochs below `up_to`, which must be final.
+    SettleProvider { provider: PublicKey, up_to: u64 },
+    /// Committed rules: applies what time has done to a slot (deadlines, ends) and finalizes its
+    /// closed tenures that are final.
+    FinalizeSlot { deal: DealId, slot: u16 },
 }
 
 impl TxBody {
@@ -95,6 +118,10 @@ impl TxBody {
             TxBody::Extend { .. } => "extend",
             TxBody::CancelDeal { .. } => "cancel_deal",
             TxBody::ReleaseSlot { .. } => "release_slot",
+            TxBody::Commit { .. } => "commit",
+            TxBody::MarkMissed { .. } => "mark_missed",
+            TxBody::SettleProvider { .. } => "settle_provider",
+            TxBody::FinalizeSlot { .. } => "finalize_slot",
         }
     }
 }

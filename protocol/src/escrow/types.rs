@@ -186,6 +186,16 @@ pub struct Provider {
     pub tenures: u32,
 }
 
+impl Provider {
+    /// Committed rules: the epoch generation `g`'s tenures closed at, if it has ended.
+    pub fn generation_end(&self, g: u32) -> Option<u64> {
+        self.generations
+            .iter()
+            .find(|x| x.id == g)
+            .and_then(|x| x.end)
+    }
+}
+
 /// One generation of a provider's slots: they all end together when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Generation {
@@ -246,8 +256,10 @@ pub struct Slot {
     /// The last holder that lost this slot by failing it (missed proofs, or a claim never
     /// delivered): it may not claim this slot again.
     pub failed_by: Option<PublicKey>,
-    /// Committed rules: the holder's shares of its collateral pool.
+    /// Committed rules: the holder's shares of its collateral pool, bought in its generation
+    /// `shares_generation` (worthless once that generation has failed).
     pub shares: u128,
+    pub shares_generation: u32,
     /// Committed rules: the current holder's tenure.
     pub tenure: Option<Tenure>,
     /// Committed rules: closed tenures waiting for their last epoch to become final.
