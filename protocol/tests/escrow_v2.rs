@@ -188,6 +188,11 @@ mod ledger {
             if r.is_err() {
                 assert!(self.escrow == before, "a refusal changed the state");
             }
+            assert_eq!(
+                self.escrow.total_supply(),
+                self.escrow.minted(),
+                "tokens conserved"
+            );
             r
         }
 
@@ -483,4 +488,156 @@ fn a_silent_holder_is_slashed_then_failed_and_paid_only_for_its_commits() {
     assert_eq!(s.failed_by, Some(l.pk(1)));
     assert_eq!(l.escrow.provider(&l.pk(1)).expect("registered").streamed, 0);
     assert_eq!(l.escrow.total_supply(), l.escrow.minted());
+}
+
+/// The whole life of a deal under the committed rules: a holder fails, a repairer claims,
+/// accepts, proves and takes its bounty; another holder releases; the creator cancels; the deal
+/// closes and everyone leaves with what the rules owe them.
+#[test]
+fn a_deal_is_repaired_cancelled_and_closed_under_the_committed_rules() {
+    let mut l = Ledger::new();
+    let id = l.open_accepted(30);
+    // Provider 4 registers as a spare.
+    l.submit(4, TxBody::Faucet { amount: 1_000_000 })
+        .expect("faucet");
+    l.submit(
+        4,
+        TxBody::RegisterProvider {
+            peer_id: l.pk(4).peer_id_bytes(),
+            addrs: vec![],
+            capacity: 1 << 30,
+            price: 0,
+            collateral: 500_000,
+        },
+    )
+    .expect("register");
+    l.advance();
+    // Provider 1 never commits; providers 2 and 3 always do.
+    for e in 1..4u64 {
+        for p in 2..=3 {
+            l.commit(p).expect("commit");
+        }
+        l.advance();
+        l.submit(
+            5,
+            TxBody::MarkMissed {
+                provider: l.pk(1),
+                epoch: e,
+                deal: id,
+                slot: 0,
+            },
+        )
+        .expect("marked");
+    }
+    // A claim of a slot still held is refused; of the failed one, accepted.
+    assert!(matches!(
+        l.submit(4, TxBody::ClaimSlot { deal: id, slot: 1 }),
+        Err(EscrowError::WrongSlotState(_))
+    ));
+    assert_eq!(
+        l.submit(1, TxBody::ClaimSlot { deal: id, slot: 0 }),
+        Err(EscrowError::FailedThisSlot)
+    );
+    l.submit(4, TxBody::ClaimSlot { deal: id, slot: 0 })
+        .expect("repair claim");
+    l.submit(4, TxBody::AcceptSlot { deal: id, slot: 0 })
+        .expect("rebuilt and accepted");
+    assert_eq!(
+        l.submit(4, TxBody::ClaimBounty { deal: id, slot: 0 }),
+        Err(EscrowError::NoBounty)
+    );
+    // Provider 3 finds its copy damaged and releases its slot.
+    l.submit(3, TxBody::ReleaseSlot { deal: id, slot: 2 })
+        .expect("released");
+    assert_eq!(l.slot_status(&id, 2), SlotStatus::Freed);
+    let window = l.escrow.params().dispute_epochs + l.escrow.params().reveal_epochs;
+    for _ in 0..window + 2 {
+        for p in [2, 4] {
+            l.commit(p).expect("commit");
+        }
+        l.advance();
+    }
+    let bal = l.balance(4);
+    l.submit(4, TxBody::ClaimBounty { deal: id, slot: 0 })
+        .expect("bounty after a final good epoch");
+    // Bounty: 2 epochs of the slot's price (1).
+    assert_eq!(l.balance(4) - bal, 2);
+    assert_eq!(
+        l.submit(4, TxBody::ClaimBounty { deal: id, slot: 0 }),
+        Err(EscrowError::NoBounty)
+    );
+    // The creator cancels: the deal ends after this epoch.
+    assert_eq!(
+        l.submit(2, TxBody::CancelDeal { deal: id }),
+        Err(EscrowError::NotCreator)
+    );
+    l.submit(0, TxBody::CancelDeal { deal: id })
+        .expect("cancelled");
+    let end = l.escrow.deal(&id).expect("live").end_epoch;
+    assert_eq!(end, l.escrow.epoch() + 1);
+    for p in [2, 4] {
+        l.commit(p).expect("commit");
+    }
+    l.advance();
+    assert!(matches!(
+        l.submit(5, TxBody::CloseDeal { deal: id }),
+        Err(EscrowError::NotFinal { .. })
+    ));
+    for _ in 0..window {
+        l.advance();
+    }
+    let creator = l.balance(0);
+    l.submit(5, TxBody::CloseDeal { deal: id })
+        .expect("closes once final");
+    assert!(
+        l.escrow.deal(&id).is_none(),
+        "a closed deal leaves the live state"
+    );
+    assert!(
+        l.balance(0) > creator,
+        "the creator got the unearned escrow back"
+    );
+    for p in 1..=4 {
+        let up_to = l.escrow.epoch() - window;
+        l.submit(
+            5,
+            TxBody::SettleProvider {
+                provider: l.pk(p),
+                up_to,
+            },
+        )
+        .expect("settles");
+        let prov = l.escrow.provider(&l.pk(p)).expect("registered");
+        assert_eq!(
+            (prov.streamed, prov.tenures, prov.stake.shares),
+            (0, 0, 0),
+            "provider {p}"
+        );
+        assert_eq!(prov.used, 0, "provider {p}");
+    }
+    // Provider 2 leaves and takes everything back once its handover is final.
+    l.submit(2, TxBody::ExitProvider).expect("exit");
+    assert_eq!(
+        l.submit(2, TxBody::CompleteExit)
+            .map_err(|e| matches!(e, EscrowError::NotFinal { .. })),
+        Err(true)
+    );
+    let notice = l.escrow.params().exit_notice_epochs;
+    for _ in 0..notice + window + 1 {
+        l.advance();
+    }
+    let up_to = l.escrow.epoch() - window;
+    l.submit(
+        5,
+        TxBody::SettleProvider {
+            provider: l.pk(2),
+            up_to,
+        },
+    )
+    .expect("settles");
+    let pool = l.escrow.provider(&l.pk(2)).expect("registered").collateral;
+    let bal = l.balance(2);
+    l.submit(2, TxBody::CompleteExit).expect("exits");
+    assert_eq!(l.balance(2) - bal, pool);
+    assert!(l.escrow.provider(&l.pk(2)).is_none());
 }

@@ -10,9 +10,8 @@
 //!   that touches a slot first applies it ([`Escrow::normalize_slot`]), so no rule visits every
 //!   deal.
 //!
-//! Here so far: accept, commit, mark missed, settle, finalize. Disputes, demands, the lazy
-//! versions of claim, release, extend, cancel and exit, and closing deals follow the proposal's
-//! staged plan.
+//! Here so far: accept, claim, release, extend, cancel, exit, commit, mark missed, settle,
+//! finalize, close, bounty, complete exit. Disputes and demands follow the proposal's staged plan.
 
 use super::books::{BookKey, BookKind, BookRecord, EpochCommit, Words, WordsMut};
 use super::*;
@@ -149,6 +148,365 @@ impl Escrow {
             self.add_rate(*signer, generation, from, price as i128);
             self.add_rate(*signer, generation, end, -(price as i128));
         }
+        Ok(())
+    }
+
+    /// ClaimSlot: a repairer takes a freed slot, locking its collateral now.
+    pub(super) fn claim_committed(
+        &mut self,
+        signer: &PublicKey,
+        deal: &DealId,
+        slot: u16,
+    ) -> Result<(), EscrowError> {
+        self.slot(deal, slot)?;
+        self.normalize_slot(deal, slot);
+        let epoch = self.epoch;
+        let d = self.live_deal(deal)?;
+        let s = &d.slots[slot as usize];
+        if s.status != SlotStatus::Freed {
+            return Err(EscrowError::WrongSlotState(s.status));
+        }
+        if s.failed_by == Some(*signer) {
+            return Err(EscrowError::FailedThisSlot);
+        }
+        if self.holds_object(signer, &d.terms.object) {
+            return Err(EscrowError::HoldsObject);
+        }
+        let (slot_len, price) = (d.terms.slot_len, s.price);
+        let need = self.params.slot_collateral(price, slot_len);
+        self.check_capacity(signer, slot_len)?;
+        let p = self.providers.get(signer).ok_or(EscrowError::NotProvider)?;
+        if p.collateral < need {
+            return Err(EscrowError::InsufficientCollateral {
+                have: p.collateral,
+                need,
+            });
+        }
+        p.stake
+            .shares_for(need)
+            .map_err(|_| EscrowError::Overflow)?;
+        // Checks are done.
+        let deadline = self.params.accept_deadline(epoch, slot_len);
+        let p = self.providers.get_mut(signer).expect("checked above");
+        p.collateral -= need;
+        let shares = p.stake.lock(need).expect("priced above");
+        p.used += slot_len;
+        let generation = p.generation;
+        let s = &mut self.deals.get_mut(deal).expect("live").slots[slot as usize];
+        s.holder = Some(*signer);
+        s.shares = shares;
+        s.shares_generation = generation;
+        s.status = SlotStatus::Pending {
+            deadline,
+            claimed: true,
+        };
+        s.repairs += 1;
+        s.bounty_due = true;
+        Ok(())
+    }
+
+    /// Ends an open tenure of slot `slot` early, at `at` (no earlier than its first epoch): the
+    /// pay not yet earned streams back to the deal and the rate change moves to `at`.
+    fn close_tenure_at(&mut self, deal: &DealId, slot: u16, at: u64) -> Option<Tenure> {
+        let d = self.deals.get_mut(deal)?;
+        let end = d.end_epoch;
+        let s = &mut d.slots[slot as usize];
+        let t = s.tenure.take()?;
+        let close = at.max(t.from).min(end.max(t.from));
+        let unstream = s.price * u128::from(end.saturating_sub(close));
+        let price = s.price as i128;
+        d.escrow += unstream;
+        s.closing.push(Tenure {
+            to: Some(close),
+            ..t
+        });
+        if let Some(p) = self.providers.get_mut(&t.holder) {
+            p.streamed -= unstream;
+        }
+        if t.from < end {
+            self.add_rate(t.holder, t.generation, end, price);
+            self.add_rate(t.holder, t.generation, close, -price);
+        }
+        Some(t)
+    }
+
+    /// ReleaseSlot: the holder gives a slot back now, at one slash of its collateral.
+    pub(super) fn release_committed(
+        &mut self,
+        signer: &PublicKey,
+        deal: &DealId,
+        slot: u16,
+    ) -> Result<(), EscrowError> {
+        self.slot(deal, slot)?;
+        self.normalize_slot(deal, slot);
+        let now = self.epoch;
+        let d = self.live_deal(deal)?;
+        let slot_len = d.terms.slot_len;
+        let s = &d.slots[slot as usize];
+        if s.holder != Some(*signer) {
+            return Err(EscrowError::NotHolder);
+        }
+        let locked_shares = match s.status {
+            SlotStatus::Active { .. } => true,
+            SlotStatus::Pending { claimed, .. } => claimed,
+            status => return Err(EscrowError::WrongSlotState(status)),
+        };
+        let shares = s.shares;
+        // Checks are done. Epoch `now` is not owed any more.
+        self.close_tenure_at(deal, slot, now);
+        let slash_bps = self.params.slash_bps as u128;
+        let mut penalty = 0;
+        if let Some(p) = self.providers.get_mut(signer) {
+            if locked_shares {
+                let value = p.stake.unlock(shares);
+                penalty = ceil_div(value.saturating_mul(slash_bps), BPS).min(value);
+                p.collateral += value - penalty;
+            }
+            p.used = p.used.saturating_sub(slot_len);
+        }
+        self.forfeited = self.forfeited.saturating_add(penalty);
+        let s = &mut self.deals.get_mut(deal).expect("live").slots[slot as usize];
+        free(s);
+        s.shares = 0;
+        s.failed_by = Some(*signer);
+        self.finalize_closing(deal, slot);
+        Ok(())
+    }
+
+    /// Extend: the deal runs `epochs` longer; every open tenure streams the extra pay now.
+    pub(super) fn extend_committed(
+        &mut self,
+        signer: &PublicKey,
+        deal: &DealId,
+        epochs: u64,
+    ) -> Result<(), EscrowError> {
+        let n = self.live_deal(deal)?.slots.len() as u16;
+        for j in 0..n {
+            self.normalize_slot(deal, j);
+        }
+        let d = self.live_deal(deal)?;
+        let cost = d
+            .price_per_epoch()
+            .checked_mul(epochs as u128)
+            .ok_or(EscrowError::Overflow)?;
+        let old = d.end_epoch;
+        let new = old.checked_add(epochs).ok_or(EscrowError::Overflow)?;
+        d.escrow.checked_add(cost).ok_or(EscrowError::Overflow)?;
+        self.debit(signer, cost)?;
+        let d = self.deals.get_mut(deal).expect("live");
+        d.escrow += cost;
+        d.end_epoch = new;
+        self.move_deal_end(deal, old, new);
+        Ok(())
+    }
+
+    /// Moves the end of every open tenure of `deal` from `old` to `new`, streaming the
+    /// difference in or out.
+    fn move_deal_end(&mut self, deal: &DealId, old: u64, new: u64) {
+        let d = self.deals.get(deal).expect("live");
+        let moves: Vec<(Tenure, Amount)> = d
+            .slots
+            .iter()
+            .filter_map(|s| s.tenure.map(|t| (t, s.price)))
+            .collect();
+        for (t, price) in moves {
+            let (was, now) = (old.max(t.from), new.max(t.from));
+            let d = self.deals.get_mut(deal).expect("live");
+            let p = self
+                .providers
+                .get_mut(&t.holder)
+                .expect("holders are providers");
+            if now > was {
+                let more = price * u128::from(now - was);
+                d.escrow -= more;
+                p.streamed += more;
+            } else {
+                let less = price * u128::from(was - now);
+                d.escrow += less;
+                p.streamed -= less;
+            }
+            if was != now {
+                self.add_rate(t.holder, t.generation, was, price as i128);
+                self.add_rate(t.holder, t.generation, now, -(price as i128));
+            }
+        }
+    }
+
+    /// CancelDeal: the deal ends after the current epoch; unearned pay streams back.
+    pub(super) fn cancel_committed(
+        &mut self,
+        signer: &PublicKey,
+        deal: &DealId,
+    ) -> Result<(), EscrowError> {
+        let d = self.live_deal(deal)?;
+        if d.terms.creator != *signer {
+            return Err(EscrowError::NotCreator);
+        }
+        let n = d.slots.len() as u16;
+        for j in 0..n {
+            self.normalize_slot(deal, j);
+        }
+        let d = self.deals.get_mut(deal).expect("live");
+        let old = d.end_epoch;
+        let new = old.min(self.epoch + 1);
+        d.end_epoch = new;
+        self.move_deal_end(deal, old, new);
+        Ok(())
+    }
+
+    /// ExitProvider: the provider's current generation ends at the handover; its tenures close
+    /// there lazily.
+    pub(super) fn exit_committed(&mut self, signer: &PublicKey) -> Result<(), EscrowError> {
+        let epoch = self.epoch;
+        let handover = epoch + self.params.exit_notice_epochs;
+        let p = self
+            .providers
+            .get_mut(signer)
+            .ok_or(EscrowError::NotProvider)?;
+        if p.exiting_since.is_some() {
+            return Err(EscrowError::ProviderExiting);
+        }
+        p.exiting_since = Some(epoch);
+        let g = p.generation;
+        match p.generations.iter_mut().find(|x| x.id == g) {
+            Some(x) => x.end = Some(handover),
+            None => p.generations.push(Generation {
+                id: g,
+                end: Some(handover),
+                rate: 0,
+            }),
+        }
+        Ok(())
+    }
+
+    /// CloseDeal: once the deal's last epoch is final, every slot is finalized, the holders'
+    /// collateral returns, and the creator gets the unearned escrow and its reserve back.
+    pub(super) fn close_deal(&mut self, deal: &DealId) -> Result<(), EscrowError> {
+        self.require_committed()?;
+        let d = self.live_deal(deal)?;
+        let end = d.end_epoch;
+        let final_at = self.params.final_after(end.saturating_sub(1)) + 1;
+        if self.epoch < final_at {
+            return Err(EscrowError::NotFinal {
+                up_to: end,
+                final_at,
+            });
+        }
+        let n = d.slots.len() as u16;
+        // Past the window every tenure is final; only a holder's open demand holds one back.
+        let blocked = d
+            .slots
+            .iter()
+            .flat_map(|s| s.tenure.iter().chain(&s.closing))
+            .any(|t| self.has_open_demands(&t.holder));
+        if blocked {
+            return Err(EscrowError::DemandOpen);
+        }
+        // Checks are done.
+        for j in 0..n {
+            self.normalize_slot(deal, j);
+        }
+        let slot_len = self.deals.get(deal).expect("live").terms.slot_len;
+        let pending: Vec<(PublicKey, u128, u32, bool)> = self
+            .deals
+            .get(deal)
+            .expect("live")
+            .slots
+            .iter()
+            .filter_map(|s| match s.status {
+                SlotStatus::Pending { claimed, .. } => {
+                    Some((s.holder?, s.shares, s.shares_generation, claimed))
+                }
+                _ => None,
+            })
+            .collect();
+        for (holder, shares, g, claimed) in pending {
+            if let Some(p) = self.providers.get_mut(&holder) {
+                if p.generation == g {
+                    if claimed {
+                        let v = p.stake.unlock(shares);
+                        p.collateral += v;
+                    }
+                    p.used = p.used.saturating_sub(slot_len);
+                }
+            }
+        }
+        let mut d = self.deals.remove(deal).expect("live");
+        for s in d.slots.iter_mut() {
+            s.holder = None;
+            s.shares = 0;
+            s.status = SlotStatus::Ended;
+        }
+        let kept = d.reserve.min(d.reserve_deposit);
+        self.forfeited = self.forfeited.saturating_add(d.reserve - kept);
+        let refunded = d.escrow + kept;
+        d.escrow = 0;
+        d.reserve = 0;
+        d.ended = true;
+        let (creator, object) = (d.terms.creator, d.terms.object);
+        self.credit(&creator, refunded);
+        if let Some(live) = self.objects.get_mut(&object) {
+            live.remove(deal);
+            if live.is_empty() {
+                self.objects.remove(&object);
+            }
+        }
+        self.ended.push((*deal, d));
+        Ok(())
+    }
+
+    /// ClaimBounty: a repairer whose tenure has a final good epoch takes its bounty.
+    pub(super) fn claim_bounty(
+        &mut self,
+        signer: &PublicKey,
+        deal: &DealId,
+        slot: u16,
+    ) -> Result<(), EscrowError> {
+        self.require_committed()?;
+        self.slot(deal, slot)?;
+        self.normalize_slot(deal, slot);
+        let d = self.live_deal(deal)?;
+        let s = &d.slots[slot as usize];
+        let t = match s.tenure {
+            Some(t) if t.holder == *signer && s.bounty_due => t,
+            _ => return Err(EscrowError::NoBounty),
+        };
+        let frontier = self
+            .epoch
+            .saturating_sub(self.params.dispute_epochs + self.params.reveal_epochs);
+        if epochs::good(&self.words(*signer), t.from, frontier) == 0 {
+            return Err(EscrowError::NoBounty);
+        }
+        let bounty = s
+            .price
+            .saturating_mul(self.params.bounty_epochs as u128)
+            .min(d.reserve);
+        let d = self.deals.get_mut(deal).expect("live");
+        d.reserve -= bounty;
+        d.slots[slot as usize].bounty_due = false;
+        self.credit(signer, bounty);
+        Ok(())
+    }
+
+    /// CompleteExit: an exited provider with nothing left open takes everything back.
+    pub(super) fn complete_exit(&mut self, signer: &PublicKey) -> Result<(), EscrowError> {
+        self.require_committed()?;
+        let p = self.providers.get(signer).ok_or(EscrowError::NotProvider)?;
+        let since = p.exiting_since.ok_or(EscrowError::NotExiting)?;
+        let handover = since + self.params.exit_notice_epochs;
+        let final_at = self.params.final_after(handover.saturating_sub(1)) + 1;
+        if self.epoch < final_at || p.settled < handover {
+            return Err(EscrowError::NotFinal {
+                up_to: handover,
+                final_at,
+            });
+        }
+        if p.tenures > 0 || p.stake.shares > 0 {
+            return Err(EscrowError::TenuresOpen);
+        }
+        let p = self.providers.remove(signer).expect("checked above");
+        let back = p.collateral + p.stake.locked + p.streamed;
+        self.credit(signer, back);
         Ok(())
     }
 

@@ -93,6 +93,12 @@ pub enum EscrowError {
     NotFinal { up_to: u64, final_at: u64 },
     #[error("the provider has demands open")]
     DemandOpen,
+    #[error("no bounty is due to the signer for this slot (yet)")]
+    NoBounty,
+    #[error("the provider has not announced its exit")]
+    NotExiting,
+    #[error("the provider still has tenures or collateral in slots")]
+    TenuresOpen,
 }
 
 /// Checks a provider's addresses: few, short, printable multiaddr text without a `/p2p/` part

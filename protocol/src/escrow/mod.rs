@@ -379,11 +379,44 @@ impl Escrow {
                 want,
             });
         }
-        // Every rule checks everything before it changes anything, so a refused transaction leaves
-        // no trace (the property tests compare the state before and after each refusal).
-        self.execute(tx)?;
+        // A refused transaction leaves no trace (the property tests compare the state before and
+        // after each refusal). The per-slot rules check everything before they change anything;
+        // the committed rules first apply what time has done to the slots they touch, so every
+        // change is journaled and undone on a refusal.
+        let scalars = (self.mix, self.forfeited, self.minted);
+        self.journal(Journal::Begin);
+        match self.execute(tx) {
+            Ok(()) => self.journal(Journal::End),
+            Err(e) => {
+                self.journal(Journal::Rollback);
+                (self.mix, self.forfeited, self.minted) = scalars;
+                return Err(e);
+            }
+        }
         self.accounts.get_or_default(tx.signer).nonce += 1;
         Ok(())
+    }
+
+    fn journal(&mut self, step: Journal) {
+        macro_rules! each {
+            ($m:ident) => {
+                self.accounts.$m();
+                self.providers.$m();
+                self.deals.$m();
+                self.books.$m();
+            };
+        }
+        match step {
+            Journal::Begin => {
+                each!(begin);
+            }
+            Journal::End => {
+                each!(end);
+            }
+            Journal::Rollback => {
+                each!(rollback);
+            }
+        }
     }
 
     fn check_balance(&self, who: &PublicKey, need: Amount) -> Result<(), EscrowError> {
@@ -410,6 +443,13 @@ impl Escrow {
         let acct = self.accounts.get_or_default(*who);
         acct.balance = acct.balance.saturating_add(amount);
     }
+}
+
+/// A step of [`Escrow::apply`]'s undo journal.
+enum Journal {
+    Begin,
+    End,
+    Rollback,
 }
 
 fn free(s: &mut Slot) {

@@ -5,10 +5,25 @@ use super::*;
 impl Escrow {
     pub(super) fn execute(&mut self, tx: &Tx) -> Result<(), EscrowError> {
         let signer = tx.signer;
+        let committed = self.params.rules == RulesVersion::Committed;
         match &tx.body {
-            TxBody::AcceptSlot { deal, slot } if self.params.rules == RulesVersion::Committed => {
+            TxBody::AcceptSlot { deal, slot } if committed => {
                 self.accept_committed(&signer, deal, *slot)?
             }
+            TxBody::ClaimSlot { deal, slot } if committed => {
+                self.claim_committed(&signer, deal, *slot)?
+            }
+            TxBody::ReleaseSlot { deal, slot } if committed => {
+                self.release_committed(&signer, deal, *slot)?
+            }
+            TxBody::Extend { deal, epochs } if committed => {
+                self.extend_committed(&signer, deal, *epochs)?
+            }
+            TxBody::CancelDeal { deal } if committed => self.cancel_committed(&signer, deal)?,
+            TxBody::ExitProvider if committed => self.exit_committed(&signer)?,
+            TxBody::CloseDeal { deal } => self.close_deal(deal)?,
+            TxBody::CompleteExit => self.complete_exit(&signer)?,
+            TxBody::ClaimBounty { deal, slot } => self.claim_bounty(&signer, deal, *slot)?,
             TxBody::Transfer { to, amount } => {
                 self.debit(&signer, *amount)?;
                 self.credit(to, *amount);
@@ -310,7 +325,7 @@ impl Escrow {
         Ok(())
     }
 
-    fn check_capacity(&self, who: &PublicKey, len: u64) -> Result<(), EscrowError> {
+    pub(super) fn check_capacity(&self, who: &PublicKey, len: u64) -> Result<(), EscrowError> {
         let p = self
             .providers
             .get(who)

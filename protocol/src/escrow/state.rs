@@ -25,6 +25,8 @@ pub struct Tracked<K, V> {
     dirty: BTreeSet<K>,
     /// Keys changed since derived indices were last brought up to date.
     stale: BTreeSet<K>,
+    /// While a transaction runs: each changed key's value before it (see [`Tracked::begin`]).
+    journal: Option<BTreeMap<K, Option<V>>>,
 }
 
 impl<K, V> Default for Tracked<K, V> {
@@ -33,6 +35,7 @@ impl<K, V> Default for Tracked<K, V> {
             map: BTreeMap::new(),
             dirty: BTreeSet::new(),
             stale: BTreeSet::new(),
+            journal: None,
         }
     }
 }
@@ -51,13 +54,43 @@ impl<K: PartialEq, V: PartialEq> PartialEq for Tracked<K, V> {
 
 impl<K: Eq, V: Eq> Eq for Tracked<K, V> {}
 
-impl<K: Ord + Copy, V> Tracked<K, V> {
+impl<K: Ord + Copy, V: Clone> Tracked<K, V> {
     /// A map loaded from a store: nothing is dirty.
     pub fn from_map(map: BTreeMap<K, V>) -> Self {
         Self {
             map,
             dirty: BTreeSet::new(),
             stale: BTreeSet::new(),
+            journal: None,
+        }
+    }
+
+    /// Starts remembering what each change overwrites, so [`Tracked::rollback`] can undo them.
+    pub fn begin(&mut self) {
+        self.journal = Some(BTreeMap::new());
+    }
+
+    /// Keeps the changes since [`Tracked::begin`].
+    pub fn end(&mut self) {
+        self.journal = None;
+    }
+
+    /// Undoes every change since [`Tracked::begin`]. The keys stay marked changed: a store then
+    /// rewrites them with the values they already had.
+    pub fn rollback(&mut self) {
+        for (k, old) in self.journal.take().unwrap_or_default() {
+            match old {
+                Some(v) => self.map.insert(k, v),
+                None => self.map.remove(&k),
+            };
+        }
+    }
+
+    fn remember(&mut self, k: &K) {
+        if let Some(j) = self.journal.as_mut() {
+            if !j.contains_key(k) {
+                j.insert(*k, self.map.get(k).cloned());
+            }
         }
     }
     pub fn get(&self, k: &K) -> Option<&V> {
@@ -67,10 +100,15 @@ impl<K: Ord + Copy, V> Tracked<K, V> {
         self.map.contains_key(k)
     }
     fn touch(&mut self, k: K) {
+        self.remember(&k);
         self.dirty.insert(k);
         self.stale.insert(k);
     }
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        if !self.map.contains_key(k) {
+            return None;
+        }
+        self.remember(k);
         let v = self.map.get_mut(k)?;
         self.dirty.insert(*k);
         self.stale.insert(*k);
@@ -81,6 +119,10 @@ impl<K: Ord + Copy, V> Tracked<K, V> {
         self.map.insert(k, v)
     }
     pub fn remove(&mut self, k: &K) -> Option<V> {
+        if !self.map.contains_key(k) {
+            return None;
+        }
+        self.remember(k);
         let v = self.map.remove(k)?;
         self.dirty.insert(*k);
         self.stale.insert(*k);

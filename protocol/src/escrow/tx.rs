@@ -99,6 +99,14 @@ pub enum TxBody {
     /// Committed rules: applies what time has done to a slot (deadlines, ends) and finalizes its
     /// closed tenures that are final.
     FinalizeSlot { deal: DealId, slot: u16 },
+    /// Committed rules: once a deal's last epoch is final, finalizes its slots, returns the
+    /// holders' collateral and refunds the creator. Anyone may send it.
+    CloseDeal { deal: DealId },
+    /// Committed rules: an exited provider with no tenures left takes its collateral and
+    /// whatever is still streamed to it.
+    CompleteExit,
+    /// Committed rules: a repairer takes its bounty after its first final good epoch.
+    ClaimBounty { deal: DealId, slot: u16 },
 }
 
 impl TxBody {
@@ -122,6 +130,9 @@ impl TxBody {
             TxBody::MarkMissed { .. } => "mark_missed",
             TxBody::SettleProvider { .. } => "settle_provider",
             TxBody::FinalizeSlot { .. } => "finalize_slot",
+            TxBody::CloseDeal { .. } => "close_deal",
+            TxBody::CompleteExit => "complete_exit",
+            TxBody::ClaimBounty { .. } => "claim_bounty",
         }
     }
 }
