@@ -221,13 +221,22 @@ impl WordRead for Words<'_> {
 
 impl WordRead for WordsMut<'_> {
     fn word(&self, k: u64) -> Option<EpochWord> {
-        word_in(self.books, self.provider, k)
+        self.read().word(k)
     }
     fn last_word_below(&self, k: u64) -> Option<(u64, EpochWord)> {
-        last_below(self.books, self.provider, k)
+        self.read().last_word_below(k)
     }
     fn words_above(&self, k: u64) -> Vec<u64> {
-        above(self.books, self.provider, k)
+        self.read().words_above(k)
+    }
+}
+
+impl WordsMut<'_> {
+    fn read(&self) -> Words<'_> {
+        Words {
+            books: self.books,
+            provider: self.provider,
+        }
     }
 }
 

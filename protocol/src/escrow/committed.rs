@@ -437,20 +437,10 @@ impl Escrow {
             s.shares = 0;
             s.status = SlotStatus::Ended;
         }
-        let kept = d.reserve.min(d.reserve_deposit);
-        self.forfeited = self.forfeited.saturating_add(d.reserve - kept);
-        let refunded = d.escrow + kept;
-        d.escrow = 0;
-        d.reserve = 0;
-        d.ended = true;
+        let refunded = wind_up(&mut d, &mut self.forfeited);
         let (creator, object) = (d.terms.creator, d.terms.object);
         self.credit(&creator, refunded);
-        if let Some(live) = self.objects.get_mut(&object) {
-            live.remove(deal);
-            if live.is_empty() {
-                self.objects.remove(&object);
-            }
-        }
+        unlist_object(&mut self.objects, &object, deal);
         self.ended.push((*deal, d));
         Ok(())
     }

@@ -445,6 +445,33 @@ impl Escrow {
     }
 }
 
+/// Ends a deal's money: the creator is owed the escrow left and at most the reserve it
+/// deposited; slashed collateral in the reserve is forfeited (a creator never profits from
+/// holders failing). Returns what the creator is owed.
+fn wind_up(d: &mut Deal, forfeited: &mut Amount) -> Amount {
+    let kept = d.reserve.min(d.reserve_deposit);
+    *forfeited = forfeited.saturating_add(d.reserve - kept);
+    let refunded = d.escrow + kept;
+    d.escrow = 0;
+    d.reserve = 0;
+    d.ended = true;
+    refunded
+}
+
+/// Takes an ended deal out of its object's live deals.
+fn unlist_object(
+    objects: &mut BTreeMap<ObjectId, BTreeSet<DealId>>,
+    object: &ObjectId,
+    id: &DealId,
+) {
+    if let Some(live) = objects.get_mut(object) {
+        live.remove(id);
+        if live.is_empty() {
+            objects.remove(object);
+        }
+    }
+}
+
 /// A step of [`Escrow::apply`]'s undo journal.
 enum Journal {
     Begin,

@@ -172,21 +172,11 @@ impl Escrow {
                     s.collateral = 0;
                     s.status = SlotStatus::Ended;
                 }
-                let kept = d.reserve.min(d.reserve_deposit);
-                self.forfeited = self.forfeited.saturating_add(d.reserve - kept);
-                let refunded = d.escrow + kept;
-                d.escrow = 0;
-                d.reserve = 0;
-                d.ended = true;
+                let refunded = wind_up(d, &mut self.forfeited);
                 let (creator, object) = (d.terms.creator, d.terms.object);
                 pay(&mut self.accounts, &creator, refunded);
                 events.push(Event::DealEnded { deal: id, refunded });
-                if let Some(live) = self.objects.get_mut(&object) {
-                    live.remove(&id);
-                    if live.is_empty() {
-                        self.objects.remove(&object);
-                    }
-                }
+                unlist_object(&mut self.objects, &object, &id);
                 // An ended deal leaves the live state: a store archives it.
                 let d = self.deals.remove(&id).expect("id listed above");
                 self.ended.push((id, d));
